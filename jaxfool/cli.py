@@ -1,0 +1,80 @@
+"""Shared plumbing for the thin scripts: dataclass fields become flags, user errors one line.
+
+Every field of a config dataclass becomes ``--field-name`` with its default and the field's
+``help`` metadata in ``--help``. Booleans take ``--flag`` / ``--no-flag``; tuples take a
+comma-separated list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from jaxfool.errors import JaxfoolError
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, defaults: Any = None) -> None:
+    """Adds one flag per field of ``config_cls``; values default to ``None`` (= not given)."""
+    hints = typing.get_type_hints(config_cls)
+    group = parser.add_argument_group(f"{config_cls.__name__} fields")
+    for f in dataclasses.fields(config_cls):
+        if not f.init or f.metadata.get("cli") is False:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = getattr(defaults, f.name) if defaults is not None else f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = f"{f.metadata.get('help', '')} (default: {shown})"
+        kind = hints[f.name]
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            continue
+        origin = typing.get_origin(kind)
+        if origin is tuple:
+            parse = _parse_list
+        elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            inner = [a for a in typing.get_args(kind) if a is not type(None)][0]
+            parse = inner
+        else:
+            parse = kind
+        metavar = f.name.upper()
+        group.add_argument(flag, type=_typed(parse, f.name), default=None, help=help_text, metavar=metavar)
+
+
+def _typed(parse: Callable[[str], Any], name: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{name} must be {getattr(parse, '__name__', 'valid')}, got {text!r}"
+            ) from None
+
+    convert.__name__ = getattr(parse, "__name__", name)
+    return convert
+
+
+def overrides_from_args(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:
+    """The fields the user actually gave on the command line."""
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
+
+
+def run_main(main: Callable[[], Any]) -> None:
+    """Calls ``main()``; a :class:`JaxfoolError` prints ``error: ...`` and exits with status 2."""
+    try:
+        code = main()
+    except JaxfoolError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,41 @@
+"""What an encoding is: genomes <-> images, and how genomes vary.
+
+An encoding is a small static object (sizes, colour space: hashable, fixed at compile time)
+with pure methods; rates and other numbers that a sweep may change live in its ``Params``
+pytree, so changing them never recompiles.
+
+    genomes = enc.init(key, n)                        # pytree, leaves [n, ...]
+    children = enc.mutate(key, genomes, generation, params)
+    children = enc.crossover(key, genomes, mates, params)
+    images = enc.render(genomes)                      # float32 [n, H, W, ch] in [0, 1]
+
+Rendered images are quantised to multiples of 1/255, so an 8-bit PNG of an image holds
+exactly what the classifier scored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+
+
+class Encoding(Protocol):
+    name: str
+    image_shape: tuple[int, int, int]
+
+    def default_params(self) -> Any: ...
+
+    def init(self, key: jax.Array, n: int) -> Any: ...
+
+    def mutate(self, key: jax.Array, genomes: Any, generation: jax.Array, params: Any) -> Any: ...
+
+    def crossover(self, key: jax.Array, genomes: Any, mates: Any, params: Any) -> Any: ...
+
+    def render(self, genomes: Any) -> jax.Array: ...
+
+
+def quantize(images: jax.Array) -> jax.Array:
+    """Rounds values in [0, 1] to the 256 levels of an 8-bit image."""
+    return jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0) / 255.0

@@ -1,0 +1,26 @@
+"""Errors a user can cause and fix.
+
+Every mistake a user can make (a missing file, a bad flag, an unknown classifier) raises a
+subclass of :class:`JaxfoolError` whose message is one line naming the problem. The CLIs print
+that line and exit with status 2 instead of showing a traceback from deep inside JAX.
+"""
+
+
+class JaxfoolError(Exception):
+    """Base class for errors caused by user input."""
+
+
+class DataError(JaxfoolError):
+    """A data set is missing, truncated or malformed."""
+
+
+class ConfigError(JaxfoolError):
+    """A configuration field has an invalid value."""
+
+
+class ClassifierError(JaxfoolError):
+    """A classifier is unknown, or its checkpoint or outputs are malformed."""
+
+
+class CheckpointError(JaxfoolError):
+    """A run directory cannot be resumed."""

@@ -1,0 +1,98 @@
+"""From a :class:`RunConfig` to the objects a run needs: classifier, cells, encoding, engine."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from jaxfool.config import RunConfig
+from jaxfool.encodings import DirectEncoding, DirectParams, Encoding
+from jaxfool.errors import ConfigError
+from jaxfool.map_elites import MapElites, Params
+from jaxfool.models import Classifier, load_classifier
+from jaxfool.scoring import make_score_fn
+
+
+def make_encoding(config: RunConfig, image_shape: tuple[int, int, int]) -> tuple[Encoding, object]:
+    """The encoding a config names, and its traced parameters."""
+    if config.encoding == "direct":
+        encoding = DirectEncoding(tuple(image_shape), color_space=config.color_space)
+        params = DirectParams(
+            mutation_rate=config.mutation_rate,
+            mutation_eta=config.mutation_eta,
+            crossover_rate=config.crossover_rate,
+            crossover_eta=config.crossover_eta,
+            halving_period=config.halving_period,
+            recombine_scale=config.recombine_scale,
+        )
+        return encoding, params
+    raise ConfigError(f"unknown encoding {config.encoding!r}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Experiment:
+    """A configured run.
+
+    Attributes:
+      config: the validated config.
+      classifier: the target network.
+      cells: class index of each archive cell.
+      encoding: genome <-> image.
+      engine: the static MAP-Elites algorithm.
+      params: traced parameters (classifier weights, variation rates).
+    """
+
+    config: RunConfig
+    classifier: Classifier
+    cells: tuple[int, ...]
+    encoding: Encoding
+    engine: MapElites
+    params: Params
+
+    @property
+    def cell_names(self) -> list[str]:
+        return [self.classifier.class_names[c] for c in self.cells]
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(range(self.config.seed, self.config.seed + self.config.seeds))
+
+    @property
+    def stop_fitness(self) -> jax.Array:
+        """log(threshold) when seeds stop once fooled, else +inf."""
+        value = jnp.log(self.config.threshold) if self.config.stop_when_fooled else jnp.inf
+        return jnp.float32(value)
+
+
+def build_experiment(config: RunConfig, classifier: Classifier | None = None) -> Experiment:
+    """Validates ``config`` and builds everything it names.
+
+    Args:
+      config: the run's settings.
+      classifier: use this network instead of loading ``config.classifier``.
+    """
+    config.validate()
+    classifier = classifier or load_classifier(config.classifier)
+    cells = classifier.class_indices(config.classes or None)
+    encoding, variation = make_encoding(config, classifier.input_shape)
+    if config.recombine and not hasattr(encoding, "recombine"):
+        raise ConfigError(f"recombine is not available for the {config.encoding} encoding; pass --no-recombine")
+    if config.recombine and config.batch <= len(cells):
+        raise ConfigError(
+            f"batch ({config.batch}) must exceed the number of cells ({len(cells)}) with recombine; "
+            "raise --batch or pass --no-recombine"
+        )
+    engine = MapElites(
+        encoding=encoding,
+        score_fn=make_score_fn(classifier, cells, chunk_size=config.score_chunk or None),
+        num_cells=len(cells),
+        batch_size=config.batch,
+        selection=config.selection,
+        crossover=config.crossover_rate > 0,
+        recombine=config.recombine,
+        threshold=config.threshold,
+    )
+    params = Params(model=classifier.params, variation=variation)
+    return Experiment(config, classifier, cells, encoding, engine, params)

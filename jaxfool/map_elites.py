@@ -1,0 +1,207 @@
+"""MAP-Elites with one cell per class, fused into one compiled step.
+
+A generation selects ``B`` parents from the occupied cells, varies them, renders and scores
+the offspring with the classifier, and inserts them into every cell they beat::
+
+    engine = MapElites(encoding, score_fn, num_cells=10, batch_size=200)
+    state = engine.init(key, params)                  # generation 0: B random images
+    state, metrics = engine.step(state, key, params)  # one generation
+
+:func:`run_generations` runs many generations of many independent seeds in one jitted
+``lax.scan`` over ``vmap`` ped states, so the host is touched only between chunks.
+The key of generation ``g`` is ``fold_in(seed_key, g)``: a run's random stream does not
+depend on how it is chunked, interrupted and resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxfool.archive import Archive, empty_archive, insert
+from jaxfool.encodings.base import Encoding
+
+SELECTIONS = ("uniform", "unique", "unfooled")
+ScoreFn = Callable[[Any, jax.Array], jax.Array]
+
+
+@struct.dataclass
+class Params:
+    """Traced inputs of a step: the classifier's parameters and the encoding's rates."""
+
+    model: Any
+    variation: Any
+
+
+@struct.dataclass
+class State:
+    """One run's dynamic state.
+
+    Attributes:
+      archive: the elites.
+      generation: int32 scalar: offspring generations done (0 after :meth:`MapElites.init`).
+    """
+
+    archive: Archive
+    generation: jax.Array
+
+
+@struct.dataclass
+class Metrics:
+    """Per generation: ``fitness`` float32 ``[C]`` (best log-probability per cell, -inf if
+    empty), ``improved`` bool ``[C]`` (cells that got a new elite), ``generation`` int32."""
+
+    fitness: jax.Array
+    improved: jax.Array
+    generation: jax.Array
+
+
+def select_parents(
+    key: jax.Array, archive: Archive, n: int, selection: str, threshold: float
+) -> jax.Array:
+    """Picks ``n`` parent cells, int32 ``[n]``.
+
+    * ``uniform``: uniform over occupied cells, as the paper's code (an image holding k cells
+      is k times as likely to be picked).
+    * ``unique``: uniform over distinct elite images.
+    * ``unfooled``: uniform over occupied cells whose elite is still below ``threshold``
+      (all occupied cells once every cell is above): the budget goes where work remains.
+    """
+    weights = archive.filled.astype(jnp.float32)
+    if selection == "unique":
+        same = (archive.generation[:, None] == archive.generation[None, :]) & (
+            archive.offspring[:, None] == archive.offspring[None, :]
+        )
+        weights = weights / jnp.maximum(same.sum(axis=1), 1)
+    elif selection == "unfooled":
+        below = weights * (archive.fitness < math.log(threshold))
+        weights = jnp.where(below.sum() > 0, below, weights)
+    return jax.random.choice(key, archive.num_cells, (n,), p=weights / weights.sum()).astype(jnp.int32)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MapElites:
+    """The static half of the algorithm (sizes and choices fixed at compile time).
+
+    Attributes:
+      encoding: genomes <-> images (:mod:`jaxfool.encodings`).
+      score_fn: ``score_fn(model_params, images [B, H, W, ch]) -> float32 [B, C]``, the
+        log-probability of each cell's class (see :func:`jaxfool.scoring.make_score_fn`).
+      num_cells: C.
+      batch_size: B offspring per generation (and random images at generation 0).
+      selection: one of :data:`SELECTIONS`.
+      crossover: whether offspring come from SBX of two parents before mutation.
+      recombine: whether C of the B evaluations per generation go to one child per cell made
+        by the encoding's ``recombine``: the cell's elite plus the summed mutations that
+        improved it this generation (needs B > C and an encoding with ``recombine``).
+      threshold: confidence that counts as fooled (used by ``selection="unfooled"``).
+
+    Engines compare by identity, so one engine is one compiled program.
+    """
+
+    encoding: Encoding
+    score_fn: ScoreFn
+    num_cells: int
+    batch_size: int
+    selection: str = "uniform"
+    crossover: bool = False
+    recombine: bool = False
+    threshold: float = 0.9999
+
+    def init(self, key: jax.Array, params: Params) -> State:
+        """Scores ``batch_size`` random genomes into an empty archive (generation 0)."""
+        genomes = self.encoding.init(key, self.batch_size)
+        archive = empty_archive(jax.tree.map(lambda g: g[0], genomes), self.num_cells)
+        scores = self.score_fn(params.model, self.encoding.render(genomes))
+        parents = jnp.full((self.batch_size,), -1, jnp.int32)
+        archive, _ = insert(archive, genomes, scores, jnp.int32(0), parents)
+        return State(archive=archive, generation=jnp.int32(0))
+
+    def step(self, state: State, key: jax.Array, params: Params) -> tuple[State, Metrics]:
+        """One generation: select, vary, render, score, (recombine, score,) insert."""
+        k_select, k_mate, k_cross, k_mutate = jax.random.split(key, 4)
+        archive = state.archive
+        generation = state.generation + 1
+        n = self.batch_size - (self.num_cells if self.recombine else 0)
+        parents = select_parents(k_select, archive, n, self.selection, self.threshold)
+        genomes = jax.tree.map(lambda g: g[parents], archive.genomes)
+        if self.crossover:
+            mates = select_parents(k_mate, archive, n, self.selection, self.threshold)
+            genomes = self.encoding.crossover(
+                k_cross, genomes, jax.tree.map(lambda g: g[mates], archive.genomes), params.variation
+            )
+        offspring = self.encoding.mutate(k_mutate, genomes, generation, params.variation)
+        scores = self.score_fn(params.model, self.encoding.render(offspring))
+        if self.recombine:
+            gained = scores[jnp.arange(n), parents] > archive.fitness[parents]
+            weights = jax.nn.one_hot(parents, self.num_cells) * gained[:, None]
+            children = self.encoding.recombine(archive.genomes, offspring, parents, weights, params.variation)
+            offspring = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), offspring, children)
+            scores = jnp.concatenate([scores, self.score_fn(params.model, self.encoding.render(children))])
+            parents = jnp.concatenate([parents, jnp.arange(self.num_cells, dtype=jnp.int32)])
+        archive, improved = insert(archive, offspring, scores, generation, parents)
+        state = State(archive=archive, generation=generation)
+        return state, Metrics(fitness=archive.fitness, improved=improved, generation=generation)
+
+    def evaluations(self, generation: int) -> int:
+        """Images scored after ``generation`` offspring generations (generation 0 included)."""
+        return self.batch_size * (int(generation) + 1)
+
+
+def seed_keys(seeds: list[int] | tuple[int, ...]) -> jax.Array:
+    """One base key per seed: typed PRNG keys ``[K]``."""
+    return jnp.stack([jax.random.key(s) for s in seeds])
+
+
+@functools.partial(jax.jit, static_argnames=("engine",))
+def init_seeds(engine: MapElites, params: Params, keys: jax.Array) -> State:
+    """Initial states of K independent runs: leaves ``[K, ...]``. ``keys``: ``[K]`` seed keys."""
+    return jax.vmap(lambda k: engine.init(jax.random.fold_in(k, 0), params))(keys)
+
+
+@functools.partial(jax.jit, static_argnames=("engine", "length"))
+def run_generations(
+    engine: MapElites,
+    params: Params,
+    state: State,
+    keys: jax.Array,
+    length: int,
+    stop_fitness: jax.Array | float = jnp.inf,
+    max_generation: jax.Array | int = jnp.iinfo(jnp.int32).max,
+) -> tuple[State, Metrics]:
+    """Runs ``length`` generations of K seeds in one compiled ``lax.scan``.
+
+    A seed is frozen (its state, generation counter included, stops changing) once every cell
+    has fitness >= ``stop_fitness`` or it has done ``max_generation`` generations. Both are
+    traced, so every chunk of a run reuses one compiled program.
+
+    Args:
+      engine: static algorithm.
+      params: shared by all seeds.
+      state: leaves ``[K, ...]``.
+      keys: ``[K]`` seed keys; generation g of seed k uses ``fold_in(keys[k], g)``.
+      length: generations in this chunk (static).
+      stop_fitness: float32 scalar, log of the confidence that stops a seed (inf: never).
+      max_generation: int32 scalar, the generation cap.
+
+    Returns:
+      ``(state, metrics)`` with metrics leaves ``[length, K, ...]``.
+    """
+
+    def one_seed(s: State, key: jax.Array) -> tuple[State, Metrics]:
+        new, metrics = engine.step(s, jax.random.fold_in(key, s.generation + 1), params)
+        frozen = jnp.all(s.archive.fitness >= stop_fitness) | (s.generation >= max_generation)
+        new = jax.tree.map(lambda old, upd: jnp.where(frozen, old, upd), s, new)
+        return new, Metrics(new.archive.fitness, metrics.improved & ~frozen, new.generation)
+
+    def body(s, _):
+        return jax.vmap(one_seed)(s, keys)
+
+    return jax.lax.scan(body, state, None, length=length)

@@ -1,0 +1,78 @@
+"""The one interface every target network implements."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+LogitsFn = Callable[[Any, jax.Array], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Classifier:
+    """A trained network that maps images to class logits.
+
+    Attributes:
+      name: registry name, e.g. ``"lenet-mnist"``.
+      apply_fn: pure ``apply_fn(params, images) -> logits``; images are float32
+        ``[N, H, W, ch]`` in ``value_range`` and logits float32 ``[N, num_classes]``. It is
+        jit- and vmap-friendly, so the engine compiles it into its fused step.
+      params: the network's parameter pytree.
+      input_shape: ``(H, W, ch)`` of one image.
+      class_names: one name per output, ``len == num_classes``.
+      value_range: ``(low, high)`` pixel range the network expects (encodings render to it).
+      module: the Flax module, where there is one (``None`` for a plain function).
+      info: provenance (test accuracy, seed, data hashes) from the checkpoint's metadata.
+
+    Classifiers compare by identity: two loads of the same checkpoint are different objects,
+    which keeps them usable as static arguments of ``jax.jit``.
+    """
+
+    name: str
+    apply_fn: LogitsFn
+    params: Any
+    input_shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    value_range: tuple[float, float] = (0.0, 1.0)
+    module: Any = None
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def logits(self, images: jax.Array) -> jax.Array:
+        """float32 ``[N, H, W, ch]`` -> float32 ``[N, num_classes]``."""
+        return self.apply_fn(self.params, images)
+
+    def class_index(self, name_or_index: str | int) -> int:
+        """Resolves a class given by index or (case-insensitive) name."""
+        from jaxfool.errors import ClassifierError
+
+        if isinstance(name_or_index, (int, np.integer)) or str(name_or_index).lstrip("-").isdigit():
+            index = int(name_or_index)
+            if not 0 <= index < self.num_classes:
+                raise ClassifierError(
+                    f"class index {index} out of range for {self.name} ({self.num_classes} classes)"
+                )
+            return index
+        lowered = [c.lower() for c in self.class_names]
+        key = str(name_or_index).strip().lower()
+        if key in lowered:
+            return lowered.index(key)
+        raise ClassifierError(f"{self.name} has no class named {name_or_index!r}")
+
+    def class_indices(self, selection: Sequence[str | int] | None) -> tuple[int, ...]:
+        """Resolves a list of class names/indices; ``None`` means every class."""
+        if selection is None or len(selection) == 0:
+            return tuple(range(self.num_classes))
+        indices = tuple(self.class_index(s) for s in selection)
+        if len(set(indices)) != len(indices):
+            from jaxfool.errors import ClassifierError
+
+            raise ClassifierError(f"classes listed twice in {list(selection)}")
+        return indices

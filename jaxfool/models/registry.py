@@ -1,0 +1,84 @@
+"""Name -> classifier: ``load_classifier("lenet-mnist")``.
+
+A spec is one of
+  * a registered name (``lenet-mnist``, ``lenet-mnist-b``, and whatever :func:`register` adds),
+  * a path to a classifier checkpoint (``dnn_3.msgpack`` with its ``.json`` beside it),
+  * an import path ``package.module:factory`` whose factory returns
+    ``(logits_fn, params, image_shape, class_names)`` or a :class:`Classifier`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+
+from jaxfool.errors import ClassifierError
+from jaxfool.models.checkpoint import SUFFIX, load_checkpoint
+from jaxfool.models.classifier import Classifier
+from jaxfool.models.lenet import LeNet
+
+WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
+
+# Module factories for checkpoint metadata's "architecture" field.
+ARCHITECTURES: dict[str, Callable[[dict], object]] = {
+    "lenet": lambda meta: LeNet(num_classes=int(meta["num_classes"])),
+}
+
+_FACTORIES: dict[str, Callable[[], Classifier]] = {}
+
+
+def register(name: str, factory: Callable[[], Classifier]) -> None:
+    """Makes ``load_classifier(name)`` call ``factory()``."""
+    _FACTORIES[name] = factory
+
+
+def available() -> list[str]:
+    """Registered classifier names."""
+    return sorted(_FACTORIES)
+
+
+def _shipped(name: str) -> Callable[[], Classifier]:
+    return lambda: load_checkpoint(os.path.join(WEIGHTS_DIR, name + SUFFIX), ARCHITECTURES, name)
+
+
+register("lenet-mnist", _shipped("lenet-mnist"))
+register("lenet-mnist-b", _shipped("lenet-mnist-b"))
+
+
+def _from_import_path(spec: str) -> Classifier:
+    module_name, _, attr = spec.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as e:
+        raise ClassifierError(f"cannot import classifier factory {spec!r}: {e}") from None
+    made = factory()
+    if isinstance(made, Classifier):
+        return made
+    try:
+        logits_fn, params, image_shape, class_names = made
+    except (TypeError, ValueError):
+        raise ClassifierError(
+            f"{spec} must return a Classifier or (logits_fn, params, image_shape, class_names)"
+        ) from None
+    return Classifier(
+        name=spec,
+        apply_fn=logits_fn,
+        params=params,
+        input_shape=tuple(int(d) for d in image_shape),
+        class_names=tuple(str(c) for c in class_names),
+    )
+
+
+def load_classifier(spec: str) -> Classifier:
+    """Loads a classifier by registered name, checkpoint path or ``module:factory`` path."""
+    if spec in _FACTORIES:
+        return _FACTORIES[spec]()
+    if spec.endswith(SUFFIX) or os.path.exists(spec + SUFFIX):
+        return load_checkpoint(spec, ARCHITECTURES)
+    if ":" in spec and not os.path.sep in spec:
+        return _from_import_path(spec)
+    raise ClassifierError(
+        f"unknown classifier {spec!r}; registered: {', '.join(available())} "
+        f"(or give a checkpoint path ending in {SUFFIX}, or module:factory)"
+    )

@@ -1,0 +1,347 @@
+"""The host side of a run: compiled chunks, progress, metrics, checkpoints, resume, outputs.
+
+A run directory holds::
+
+    config.json      the RunConfig (a resumed run reads it back)
+    metrics.jsonl    one line per generation: per seed, best log-confidence per cell
+    checkpoints/     orbax checkpoints of the engine state (newest two)
+    elites.png       the elites, labelled with class and confidence
+    elites/          one exact PNG per cell: <class index>_<class name>.png
+                     (elites/seed<s>/... when several seeds run)
+    progress.png     1 - best confidence per class over generations, log scale
+    summary.json     config, versions, device, wall time, evals/s, per-seed results
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxfool import checkpointing, pictures
+from jaxfool.config import RunConfig
+from jaxfool.errors import CheckpointError, ConfigError
+from jaxfool.experiment import Experiment, build_experiment
+from jaxfool.map_elites import State, init_seeds, run_generations, seed_keys
+
+REPORTED = (0.99, 0.9999)  # thresholds every summary reports
+FULL_CELLS = 100  # archives up to this size log every cell; bigger ones log quantiles
+
+
+@dataclasses.dataclass
+class Progress:
+    """Host bookkeeping that survives a resume.
+
+    Attributes:
+      generation: loop generations done (seeds that stopped early have smaller counters).
+      reached: per threshold, int ``[K, C]``: generation each cell first reached it (-1: not yet).
+      elapsed: wall seconds spent in earlier sessions of this run.
+    """
+
+    generation: int
+    reached: dict[float, np.ndarray]
+    elapsed: float = 0.0
+
+    def to_json(self) -> dict:
+        return {
+            "generation": self.generation,
+            "reached": {repr(t): r.tolist() for t, r in self.reached.items()},
+            "elapsed": self.elapsed,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict) -> Progress:
+        reached = {float(t): np.asarray(r, np.int64) for t, r in data["reached"].items()}
+        return cls(int(data["generation"]), reached, float(data["elapsed"]))
+
+
+def _thresholds(config: RunConfig) -> tuple[float, ...]:
+    return tuple(sorted(set(REPORTED) | {config.threshold}))
+
+
+def _update_reached(progress: Progress, fitness: np.ndarray, generations: np.ndarray) -> None:
+    """fitness ``[n, K, C]``, generations ``[n, K]``: record first crossings."""
+    for t, reached in progress.reached.items():
+        above = fitness >= math.log(t)  # [n, K, C]
+        first = np.where(above.any(0), generations[above.argmax(0), np.arange(above.shape[1])[:, None]], -1)
+        progress.reached[t] = np.where(reached >= 0, reached, first)
+
+
+def _metrics_line(step: int, exp: Experiment, generations: np.ndarray, fitness: np.ndarray) -> str:
+    seeds = []
+    for k, seed in enumerate(exp.seeds):
+        f = fitness[k]
+        entry = {
+            "seed": seed,
+            "generation": int(generations[k]),
+            "evaluations": exp.engine.evaluations(int(generations[k])),
+            "fooled_99": int((f >= math.log(0.99)).sum()),
+            "fooled_9999": int((f >= math.log(0.9999)).sum()),
+        }
+        if f.size <= FULL_CELLS:
+            entry["log_confidence"] = [float(x) for x in f]
+        else:
+            entry["log_confidence_quantiles"] = [float(x) for x in np.quantile(f, [0, 0.25, 0.5, 0.75, 1])]
+        seeds.append(entry)
+    return json.dumps({"generation": step, "seeds": seeds}) + "\n"
+
+
+def _read_history(path: str, upto: int) -> list[dict]:
+    """Complete metrics lines with generation <= ``upto`` (a killed run may leave a torn line)."""
+    lines = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                if record["generation"] > upto:
+                    break
+                lines.append(record)
+    return lines
+
+
+def _history_arrays(history: list[dict]) -> tuple[np.ndarray, np.ndarray, bool]:
+    """``(generations [T], values [T, K, C or 5], per_cell)`` from metrics records."""
+    gens = np.array([h["generation"] for h in history])
+    per_cell = "log_confidence" in history[0]["seeds"][0]
+    key = "log_confidence" if per_cell else "log_confidence_quantiles"
+    values = np.array([[s[key] for s in h["seeds"]] for h in history], np.float64)
+    return gens, values, per_cell
+
+
+def environment() -> dict[str, Any]:
+    """Versions and device, for summaries."""
+    import flax
+    import jaxlib
+    import optax
+
+    import jaxfool
+
+    devices = jax.devices()
+    return {
+        "versions": {
+            "jaxfool": jaxfool.__version__,
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "device": {
+            "platform": devices[0].platform,
+            "kind": devices[0].device_kind,
+            "count": len(devices),
+            "processes": jax.process_count(),
+            "host": platform.node(),
+            "cpu_count": os.cpu_count(),
+        },
+    }
+
+
+def _cell_paths(exp: Experiment, out_dir: str) -> list[list[str]]:
+    """Per seed, per cell: the PNG path of its elite."""
+    names = [f"{c}_{pictures.safe_name(exp.classifier.class_names[c])}.png" for c in exp.cells]
+    if len(exp.seeds) == 1:
+        return [[os.path.join(out_dir, "elites", n) for n in names]]
+    return [[os.path.join(out_dir, "elites", f"seed{s}", n) for n in names] for s in exp.seeds]
+
+
+def write_outputs(exp: Experiment, state: State, progress: Progress, out_dir: str, wall: float, evals_per_s: float | None) -> dict:
+    """Writes the pictures and ``summary.json`` for the current state; returns the summary."""
+    archive = jax.device_get(state.archive)
+    images = np.asarray(jax.vmap(exp.encoding.render)(state.archive.genomes))  # [K, C, H, W, ch]
+    fitness = np.asarray(archive.fitness, np.float64)
+    confidence = np.exp(fitness)
+    generations = np.asarray(state.generation)
+
+    for k, paths in enumerate(_cell_paths(exp, out_dir)):
+        os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
+        for c, path in enumerate(paths):
+            if archive.filled[k, c]:
+                pictures.save_png(path, images[k, c])
+
+    title = f"{exp.classifier.name}, {exp.config.encoding} encoding"
+    if len(exp.seeds) == 1 or len(exp.cells) <= 20:
+        pictures.elites_grid(
+            os.path.join(out_dir, "elites.png"), images, confidence, exp.cell_names,
+            row_labels=[f"seed {s}" for s in exp.seeds] if len(exp.seeds) > 1 else None, title=title,
+        )
+    else:
+        for k, s in enumerate(exp.seeds):
+            pictures.elites_grid(
+                os.path.join(out_dir, f"elites-seed{s}.png"), images[k : k + 1], confidence[k : k + 1],
+                exp.cell_names, title=f"{title}, seed {s}",
+            )
+
+    history = _read_history(os.path.join(out_dir, "metrics.jsonl"), progress.generation)
+    if history:
+        gens, values, per_cell = _history_arrays(history)
+        pictures.progress_plot(
+            os.path.join(out_dir, "progress.png"), gens, values, exp.cell_names if per_cell else None, title=title
+        )
+
+    seeds = []
+    for k, seed in enumerate(exp.seeds):
+        entry = {
+            "seed": seed,
+            "generations": int(generations[k]),
+            "evaluations": exp.engine.evaluations(int(generations[k])),
+            "best_confidence": [float(p) for p in confidence[k]],
+            "classes_fooled": int((fitness[k] >= math.log(exp.config.threshold)).sum()),
+        }
+        for t in _thresholds(exp.config):
+            reached = progress.reached[t][k]
+            every = int(reached.max()) if (reached >= 0).all() else None
+            entry[f"generations_to_{t:g}"] = every
+            entry[f"evaluations_to_{t:g}"] = None if every is None else exp.engine.evaluations(every)
+        entry["generations_to_threshold_per_class"] = [int(g) for g in progress.reached[exp.config.threshold][k]]
+        seeds.append(entry)
+    total_evals = sum(s["evaluations"] for s in seeds)
+    summary = {
+        "config": exp.config.to_dict(),
+        "classifier": exp.classifier.name,
+        "classes": [{"index": c, "name": exp.classifier.class_names[c]} for c in exp.cells],
+        **environment(),
+        "wall_time_s": wall,
+        "evaluations": total_evals,
+        "evals_per_s": evals_per_s,
+        "evals_per_s_with_compile": total_evals / wall if wall > 0 else None,
+        "all_fooled": all(s["classes_fooled"] == len(exp.cells) for s in seeds),
+        "seeds": seeds,
+    }
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return summary
+
+
+def _load_run_config(out_dir: str) -> RunConfig:
+    path = os.path.join(out_dir, "config.json")
+    if not os.path.exists(path):
+        raise CheckpointError(f"{out_dir} is not a run directory (no config.json)")
+    with open(path) as f:
+        return RunConfig.from_dict(json.load(f))
+
+
+def resume_config(out_dir: str, **overrides: Any) -> RunConfig:
+    """The config of the run in ``out_dir``; only ``generations`` may be changed on resume."""
+    config = _load_run_config(out_dir)
+    changed = {k: v for k, v in overrides.items() if getattr(config, k) != v}
+    if set(changed) - {"generations"}:
+        field = sorted(set(changed) - {"generations"})[0]
+        raise ConfigError(f"cannot change {field} when resuming (the run used {getattr(config, field)!r})")
+    return config.replace(**changed).validate()
+
+
+def run(
+    exp: Experiment | RunConfig,
+    out_dir: str,
+    resume: bool = False,
+    progress_bar: bool = True,
+    max_chunks: int | None = None,
+) -> dict:
+    """Runs (or resumes) MAP-Elites until every seed is fooled or hits the generation cap.
+
+    Args:
+      exp: an :class:`Experiment`, or a config to build one from.
+      out_dir: the run directory.
+      resume: continue from the newest checkpoint in ``out_dir`` (starting afresh if the run
+        was killed before its first checkpoint).
+      progress_bar: show a tqdm bar on stderr.
+      max_chunks: stop after this many chunks (tests of interruption); the run stays resumable.
+
+    Returns:
+      the summary (also written to ``summary.json``).
+    """
+    exp = exp if isinstance(exp, Experiment) else build_experiment(exp)
+    config = exp.config
+    os.makedirs(out_dir, exist_ok=True)
+    ckpt_dir = os.path.join(out_dir, "checkpoints")
+    metrics_path = os.path.join(out_dir, "metrics.jsonl")
+    start = time.perf_counter()
+
+    keys = seed_keys(exp.seeds)
+    state = init_seeds(exp.engine, exp.params, keys)
+    num_seeds, num_cells = len(exp.seeds), len(exp.cells)
+    progress = Progress(0, {t: np.full((num_seeds, num_cells), -1, np.int64) for t in _thresholds(config)})
+    if resume and checkpointing.latest_step(ckpt_dir) is not None:
+        step, state, host = checkpointing.restore_checkpoint(ckpt_dir, state)
+        progress = Progress.from_json(host)
+        history = _read_history(metrics_path, step)
+        with open(metrics_path, "w") as f:
+            f.writelines(json.dumps(h) + "\n" for h in history)
+    else:
+        with open(os.path.join(out_dir, "config.json"), "w") as f:
+            json.dump(config.to_dict(), f, indent=2)
+        fitness0 = np.asarray(state.archive.fitness)
+        _update_reached(progress, fitness0[None], np.zeros((1, num_seeds), np.int64))
+        with open(metrics_path, "w") as f:
+            f.write(_metrics_line(0, exp, np.zeros(num_seeds, int), fitness0))
+
+    stop_fitness, cap = exp.stop_fitness, np.int32(config.generations)
+
+    def finished(s: State) -> bool:
+        g = np.asarray(s.generation)
+        done = (np.asarray(s.archive.fitness) >= float(stop_fitness)).all(-1)
+        return bool(((g >= config.generations) | done).all())
+
+    bar = None
+    if progress_bar:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=config.generations, initial=min(progress.generation, config.generations), unit="gen", dynamic_ncols=True)
+    loop_start, loop_evals, chunks = None, 0, 0
+    last_saved = progress.generation
+    try:
+        while not finished(state) and (max_chunks is None or chunks < max_chunks):
+            before = np.asarray(state.generation)
+            new_state, metrics = run_generations(
+                exp.engine, exp.params, state, keys, config.chunk, stop_fitness, cap
+            )
+            fitness = np.asarray(metrics.fitness)  # [n, K, C]; waits for the chunk
+            gens = np.asarray(metrics.generation)  # [n, K]
+            state = new_state
+            chunks += 1
+            if loop_start is None:  # the first chunk pays for compilation
+                loop_start = time.perf_counter()
+            else:
+                loop_evals += int((gens[-1] - before).sum()) * config.batch
+            with open(metrics_path, "a") as f:
+                for i in range(gens.shape[0]):
+                    if (gens[i] > (gens[i - 1] if i else before)).any():
+                        f.write(_metrics_line(progress.generation + i + 1, exp, gens[i], fitness[i]))
+            _update_reached(progress, fitness, gens)
+            progress.generation += gens.shape[0]
+            if config.checkpoint_every and progress.generation - last_saved >= config.checkpoint_every:
+                _save(ckpt_dir, state, progress, start)
+                last_saved = progress.generation
+            if bar is not None:
+                fooled = int((fitness[-1] >= math.log(config.threshold)).sum(-1).min())
+                rate = loop_evals / (time.perf_counter() - loop_start) if loop_evals else 0.0
+                bar.set_postfix_str(f"fooled {fooled}/{num_cells}  {rate:,.0f} evals/s", refresh=False)
+                bar.update(min(progress.generation, config.generations) - bar.n)
+    except KeyboardInterrupt:
+        _save(ckpt_dir, state, progress, start)
+        write_outputs(exp, state, progress, out_dir, progress.elapsed + time.perf_counter() - start, None)
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    _save(ckpt_dir, state, progress, start)
+    loop_time = time.perf_counter() - loop_start if loop_start else 0.0
+    evals_per_s = loop_evals / loop_time if loop_evals and loop_time > 0 else None
+    return write_outputs(exp, state, progress, out_dir, progress.elapsed + time.perf_counter() - start, evals_per_s)
+
+
+def _save(ckpt_dir: str, state: State, progress: Progress, start: float) -> None:
+    host = dataclasses.replace(progress, elapsed=progress.elapsed + time.perf_counter() - start).to_json()
+    checkpointing.save_checkpoint(ckpt_dir, progress.generation, state, host)
