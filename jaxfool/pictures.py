@@ -44,9 +44,9 @@ def safe_name(name: str) -> str:
 
 
 def confidence_label(p: float) -> str:
-    """``0.99995 -> '99.995%'``: enough digits to tell 99.99 % from 99.9 %."""
+    """``0.99995 -> '99.9950%'``: enough digits to tell 99.99 % from 99.9 %, never a false 100 %."""
     if p >= 0.99:
-        return f"{100 * p:.4f}%".rstrip("0").rstrip(".") if p < 1 else "100%"
+        return f"{100 * p:.4f}%" if 100 * p < 99.99995 else ">99.9999%"
     return f"{100 * p:.1f}%"
 
 

@@ -95,9 +95,11 @@ class DirectEncoding:
         Returns:
           uint8 ``[C, H, W, ch]``.
         """
-        deltas = (_to_unit(offspring) - _to_unit(elites)[parents]).reshape(offspring.shape[0], -1)
-        step = (weights.T @ deltas).reshape(elites.shape)
-        return _to_uint8(jnp.clip(_to_unit(elites) + params.recombine_scale * step, 0.0, 1.0))
+        # Pixel-unit deltas are integers: their float32 sums are exact in any order, so the
+        # result does not depend on how XLA batches or splits the sum (seeds, devices).
+        deltas = offspring.astype(jnp.float32) - elites.astype(jnp.float32)[parents]
+        step = (weights.T @ deltas.reshape(deltas.shape[0], -1)).reshape(elites.shape)
+        return jnp.clip(jnp.round(elites.astype(jnp.float32) + params.recombine_scale * step), 0, 255).astype(jnp.uint8)
 
     def render(self, genomes: jax.Array) -> jax.Array:
         """uint8 ``[n, H, W, ch]`` -> float32 ``[n, H, W, ch]`` in [0, 1] (multiples of 1/255)."""

@@ -1,0 +1,172 @@
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT, run_script
+from jaxfool import checkpointing, pictures
+from jaxfool.errors import CheckpointError, ConfigError
+from jaxfool.experiment import build_experiment
+from jaxfool.map_elites import init_seeds, seed_keys
+from jaxfool.presets import load_preset
+from jaxfool.runner import resume_config, run
+
+# A run that takes a few seconds, so that it can be interrupted mid-way.
+LONG = dict(batch=50, generations=300, chunk=5, checkpoint_every=10, stop_when_fooled=False)
+LONG_FLAGS = ["--preset", "mnist-direct", "--batch", "50", "--generations", "300", "--chunk", "5",
+              "--checkpoint-every", "10", "--no-stop-when-fooled", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("run"))
+    return out, run(load_preset(), out, progress_bar=False)
+
+
+def test_default_run_fools_and_writes_everything(default_run):
+    out, summary = default_run
+    for name in ("config.json", "metrics.jsonl", "summary.json", "elites.png", "progress.png", "checkpoints"):
+        assert os.path.exists(os.path.join(out, name)), name
+    assert summary["all_fooled"] and len(summary["seeds"]) == 1
+    seed = summary["seeds"][0]
+    assert min(seed["best_confidence"]) >= 0.9999
+    assert seed["generations_to_0.9999"] == seed["generations"] <= 50
+    assert seed["evaluations"] == 200 * (seed["generations"] + 1)
+    assert seed["generations_to_0.99"] <= seed["generations_to_0.9999"]
+    assert max(seed["generations_to_threshold_per_class"]) == seed["generations"]
+    assert summary["versions"]["jax"] == jax.__version__ and summary["device"]["platform"] == "cpu"
+    lines = open(os.path.join(out, "metrics.jsonl")).read().splitlines()
+    assert [json.loads(l)["generation"] for l in lines] == list(range(seed["generations"] + 1))
+
+
+def test_saved_pngs_fool_the_network_as_scored(default_run, lenet):
+    out, summary = default_run
+    for c, name in enumerate(lenet.class_names):
+        path = os.path.join(out, "elites", f"{c}_{name}.png")
+        image = pictures.load_png(path, channels=1)
+        assert image.shape == (28, 28, 1)
+        rescored = float(jax.nn.log_softmax(lenet.logits(image[None]))[0, c])
+        assert rescored == pytest.approx(math.log(summary["seeds"][0]["best_confidence"][c]), abs=1e-5)
+        assert math.exp(rescored) >= 0.9999
+
+
+def test_several_seeds_write_per_seed_outputs(tmp_path):
+    summary = run(load_preset(seeds=2, seed=7, generations=3), str(tmp_path), progress_bar=False)
+    assert [s["seed"] for s in summary["seeds"]] == [7, 8]
+    for s in (7, 8):
+        assert os.path.exists(tmp_path / "elites" / f"seed{s}" / "3_three.png")
+    assert all(s["generations"] == 3 for s in summary["seeds"])
+
+
+def _final_state(out_dir, config):
+    exp = build_experiment(config)
+    like = init_seeds(exp.engine, exp.params, seed_keys(exp.seeds))
+    return checkpointing.restore_checkpoint(os.path.join(out_dir, "checkpoints"), like)
+
+
+def _assert_same_run(a_dir, b_dir, config):
+    step_a, state_a, _ = _final_state(a_dir, config)
+    step_b, state_b, _ = _final_state(b_dir, config)
+    assert step_a == step_b
+    for x, y in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+        np.testing.assert_array_equal(x, y)
+    assert open(os.path.join(a_dir, "metrics.jsonl")).read() == open(os.path.join(b_dir, "metrics.jsonl")).read()
+
+
+def _start_and_interrupt(out_dir, sig):
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(ROOT, "scripts", "run.py"), *LONG_FLAGS, "--out", out_dir],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        step = checkpointing.latest_step(os.path.join(out_dir, "checkpoints")) if os.path.isdir(os.path.join(out_dir, "checkpoints")) else None
+        if step is not None and step >= 20:
+            proc.send_signal(sig)
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("whole"))
+    run(load_preset("mnist-direct", **LONG), out, progress_bar=False)
+    return out
+
+
+def test_killed_run_resumes_bit_identical(uninterrupted, tmp_path):
+    out = str(tmp_path / "killed")
+    code, err = _start_and_interrupt(out, signal.SIGKILL)
+    assert code == -signal.SIGKILL, f"the run was not killed mid-way (exit {code}): {err}"
+    proc = run_script("run.py", "--resume", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    _assert_same_run(uninterrupted, out, load_preset("mnist-direct", **LONG))
+
+
+def test_ctrl_c_saves_and_resumes_bit_identical(uninterrupted, tmp_path):
+    out = str(tmp_path / "interrupted")
+    code, err = _start_and_interrupt(out, signal.SIGINT)
+    assert code == 130, err
+    assert "--resume" in err and os.path.exists(os.path.join(out, "elites.png"))
+    run(resume_config(out), out, resume=True, progress_bar=False)
+    _assert_same_run(uninterrupted, out, load_preset("mnist-direct", **LONG))
+
+
+def test_resume_can_extend_but_not_change(tmp_path):
+    out = str(tmp_path)
+    run(load_preset(generations=2, stop_when_fooled=False), out, progress_bar=False)
+    assert resume_config(out, generations=4).generations == 4
+    with pytest.raises(ConfigError, match="cannot change batch when resuming"):
+        resume_config(out, batch=100)
+    summary = run(resume_config(out, generations=4), out, resume=True, progress_bar=False)
+    assert summary["seeds"][0]["generations"] == 4
+    with pytest.raises(CheckpointError, match="not a run directory"):
+        resume_config(str(tmp_path / "nothing"))
+
+
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--batch", "0"], "error: batch must be >= 1, got 0"),
+        (["--mutation-rate", "-0.1"], "error: mutation_rate must be in [0, 1], got -0.1"),
+        (["--encoding", "fourier"], "error: unknown encoding 'fourier'; choose one of direct, cppn"),
+        (["--classifier", "alexnet"], "error: unknown classifier 'alexnet'"),
+        (["--preset", "imagenet-everything"], "error: unknown preset 'imagenet-everything'"),
+        (["--classes", "eleven"], "error: lenet-mnist has no class named 'eleven'"),
+        (["--resume", "/nonexistent/run"], "error: /nonexistent/run is not a run directory (no config.json)"),
+    ],
+)
+def test_bad_flags_give_one_line(flags, message, tmp_path):
+    proc = run_script("run.py", *flags, "--out", str(tmp_path / "x"), "--quiet")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_flag_type_is_an_argparse_error(tmp_path):
+    proc = run_script("run.py", "--batch", "many", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "batch must be int, got 'many'" in proc.stderr
+
+
+def test_help_lists_every_field_with_defaults():
+    proc = run_script("run.py", "--help")
+    assert proc.returncode == 0
+    for flag in ("--batch", "--mutation-rate", "--mutation-eta", "--selection", "--recombine", "--seeds", "--resume", "--preset"):
+        assert flag in proc.stdout
+    assert "(default: 200)" in proc.stdout and "(default: 0.1)" in proc.stdout
+
+
+def test_run_script_smoke(tmp_path):
+    proc = run_script("run.py", "--generations", "2", "--seeds", "2", "--out", str(tmp_path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "seed 0:" in proc.stdout and "seed 1:" in proc.stdout
+    assert json.load(open(tmp_path / "summary.json"))["config"]["seeds"] == 2
