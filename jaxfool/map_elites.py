@@ -142,7 +142,7 @@ class MapElites:
         if self.recombine:
             gained = scores[jnp.arange(n), parents] > archive.fitness[parents]
             weights = jax.nn.one_hot(parents, self.num_cells) * gained[:, None]
-            children = self.encoding.recombine(archive.genomes, offspring, parents, weights, params.variation)
+            children = self.encoding.recombine(archive.genomes, offspring, weights, params.variation)
             offspring = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), offspring, children)
             scores = jnp.concatenate([scores, self.score_fn(params.model, self.encoding.render(children))])
             parents = jnp.concatenate([parents, jnp.arange(self.num_cells, dtype=jnp.int32)])

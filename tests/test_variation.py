@@ -67,7 +67,7 @@ def test_direct_recombine_adds_improving_mutations():
     elites = jnp.full((2, 2, 2, 1), 100, jnp.uint8)
     offspring = elites[jnp.array([0, 0, 1])].at[0, 0, 0, 0].set(110).at[1, 1, 1, 0].set(90).at[2, 0, 1, 0].set(200)
     weights = jnp.array([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]])  # offspring 0 and 1 improved cell 0
-    out = enc.recombine(elites, offspring, jnp.array([0, 0, 1]), weights, DirectParams(recombine_scale=1.0))
+    out = enc.recombine(elites, offspring, weights, DirectParams(recombine_scale=1.0))
     assert out[0, 0, 0, 0] == 110 and out[0, 1, 1, 0] == 90 and out[0, 0, 1, 0] == 100
     assert (out[1] == 100).all()  # no improvement, no change
 

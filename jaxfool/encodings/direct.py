@@ -77,7 +77,7 @@ class DirectEncoding:
         return _to_uint8(child.reshape(genomes.shape))
 
     def recombine(
-        self, elites: jax.Array, offspring: jax.Array, parents: jax.Array, weights: jax.Array, params: DirectParams
+        self, elites: jax.Array, offspring: jax.Array, weights: jax.Array, params: DirectParams
     ) -> jax.Array:
         """One child per cell: its elite plus the sum of the mutations that improved it.
 
@@ -87,19 +87,21 @@ class DirectEncoding:
 
         Args:
           elites: uint8 ``[C, H, W, ch]``.
-          offspring: uint8 ``[n, H, W, ch]``, mutants of ``elites[parents]``.
-          parents: int32 ``[n]``.
-          weights: float32 ``[n, C]``: 1 where offspring i improved cell c (its parent's cell).
+          offspring: uint8 ``[n, H, W, ch]``, each a mutant of one cell's elite.
+          weights: float32 ``[n, C]``: 1 where offspring i improved cell c, its parent's cell
+            (so each row has at most one non-zero).
           params: ``recombine_scale`` scales the summed step.
 
         Returns:
           uint8 ``[C, H, W, ch]``.
         """
-        # Pixel-unit deltas are integers: their float32 sums are exact in any order, so the
-        # result does not depend on how XLA batches or splits the sum (seeds, devices).
-        deltas = offspring.astype(jnp.float32) - elites.astype(jnp.float32)[parents]
-        step = (weights.T @ deltas.reshape(deltas.shape[0], -1)).reshape(elites.shape)
-        return jnp.clip(jnp.round(elites.astype(jnp.float32) + params.recombine_scale * step), 0, 255).astype(jnp.uint8)
+        # sum_i w[i,c] (o_i - e_c) = (W^T O)_c - (sum_i w[i,c]) e_c, since w[i,c] > 0 only when
+        # parents[i] == c: no per-offspring gather or subtraction. Pixel values are integers, so
+        # the float32 sums are exact in any order (no dependence on batching or devices).
+        e = elites.astype(jnp.float32).reshape(elites.shape[0], -1)
+        o = offspring.astype(jnp.float32).reshape(offspring.shape[0], -1)
+        step = weights.T @ o - weights.sum(axis=0)[:, None] * e
+        return jnp.clip(jnp.round(e + params.recombine_scale * step), 0, 255).astype(jnp.uint8).reshape(elites.shape)
 
     def render(self, genomes: jax.Array) -> jax.Array:
         """uint8 ``[n, H, W, ch]`` -> float32 ``[n, H, W, ch]`` in [0, 1] (multiples of 1/255)."""
