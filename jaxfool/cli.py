@@ -67,6 +67,24 @@ def overrides_from_args(args: argparse.Namespace, config_cls: type) -> dict[str,
     return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
 
+def enable_compilation_cache() -> str | None:
+    """Turns on JAX's persistent compilation cache, so a repeated run skips compilation.
+
+    The directory is ``$JAXFOOL_CACHE`` (``off`` disables it), else
+    ``~/.cache/jaxfool/xla``. Only programs that took over a second to compile are stored.
+    """
+    import os
+
+    import jax
+
+    directory = os.environ.get("JAXFOOL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxfool", "xla"))
+    if directory == "off":
+        return None
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    return directory
+
+
 def run_main(main: Callable[[], Any]) -> None:
     """Calls ``main()``; a :class:`JaxfoolError` prints ``error: ...`` and exits with status 2."""
     try:

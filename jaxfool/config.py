@@ -47,6 +47,17 @@ class RunConfig:
     crossover_rate: float = _f(0.0, "probability of SBX crossover between two parents (0: off)")
     crossover_eta: float = _f(10.0, "SBX distribution index")
     halving_period: int = _f(0, "halve the mutation rate every this many generations (0: never)")
+    # CPPN encoding (the paper's code's rates; ignored by the direct encoding).
+    max_hidden: int = _f(12, "CPPN: hidden node slots")
+    max_conns: int = _f(48, "CPPN: connection slots")
+    activations: tuple[str, ...] = _f(("sine", "sigmoid", "gaussian", "linear"), "CPPN: node functions (also: cosine, tanh, abs, square)")
+    weight_range: float = _f(10.0, "CPPN: weights and biases in [-range, range]")
+    add_conn_rate: float = _f(0.5, "CPPN: probability of adding a connection per offspring")
+    del_conn_rate: float = _f(0.3, "CPPN: probability of deleting a connection per offspring")
+    add_node_rate: float = _f(0.5, "CPPN: probability of splitting a connection with a new node per offspring")
+    del_node_rate: float = _f(0.2, "CPPN: probability of deleting a hidden node per offspring")
+    change_conn_rate: float = _f(0.5, "CPPN: per connection, probability of rewiring it (at most one per offspring)")
+    activation_rate: float = _f(0.1, "CPPN: per node, probability of resampling its function")
     # Execution.
     chunk: int = _f(10, "generations per compiled lax.scan chunk (the host is touched between chunks)")
     checkpoint_every: int = _f(100, "checkpoint every this many generations (0: only at the end)")
@@ -68,7 +79,8 @@ class RunConfig:
         ):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")
-        for name in ("mutation_rate", "crossover_rate"):
+        for name in ("mutation_rate", "crossover_rate", "add_conn_rate", "del_conn_rate", "add_node_rate",
+                     "del_node_rate", "change_conn_rate", "activation_rate"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be in [0, 1], got {value}")
@@ -76,6 +88,17 @@ class RunConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+        if self.max_hidden < 0 or self.max_conns < 1:
+            raise ConfigError(f"max_hidden must be >= 0 and max_conns >= 1, got {self.max_hidden}, {self.max_conns}")
+        if not (math.isfinite(self.weight_range) and self.weight_range > 0):
+            raise ConfigError(f"weight_range must be > 0, got {self.weight_range}")
+        from jaxfool.encodings.cppn import ACTIVATIONS
+
+        unknown = [a for a in self.activations if a not in ACTIVATIONS]
+        if unknown or not self.activations:
+            raise ConfigError(f"unknown activation {(unknown or [''])[0]!r}; choose from {', '.join(ACTIVATIONS)}")
+        if self.encoding == "cppn" and self.crossover_rate > 0:
+            raise ConfigError("crossover_rate must be 0 with the cppn encoding (the paper's CPPNs had none)")
         if not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
         return self

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from jaxfool.config import RunConfig
 from jaxfool.encodings import DirectEncoding, DirectParams, Encoding
+from jaxfool.encodings.cppn import CPPNEncoding, CPPNParams
 from jaxfool.errors import ConfigError
 from jaxfool.map_elites import MapElites, Params
 from jaxfool.models import Classifier, load_classifier
@@ -26,6 +27,29 @@ def make_encoding(config: RunConfig, image_shape: tuple[int, int, int]) -> tuple
             crossover_eta=config.crossover_eta,
             halving_period=config.halving_period,
             recombine_scale=config.recombine_scale,
+        )
+        return encoding, params
+    if config.encoding == "cppn":
+        needed = 4 * (1 if image_shape[-1] == 1 else 3)
+        if config.max_conns < needed:
+            raise ConfigError(f"max_conns must be >= {needed} (every input joined to every output), got {config.max_conns}")
+        encoding = CPPNEncoding(
+            tuple(image_shape),
+            color_space=config.color_space,
+            max_hidden=config.max_hidden,
+            max_conns=config.max_conns,
+            activations=tuple(config.activations),
+        )
+        params = CPPNParams(
+            mutation_rate=config.mutation_rate,
+            mutation_eta=config.mutation_eta,
+            weight_range=config.weight_range,
+            add_conn_rate=config.add_conn_rate,
+            del_conn_rate=config.del_conn_rate,
+            add_node_rate=config.add_node_rate,
+            del_node_rate=config.del_node_rate,
+            change_conn_rate=config.change_conn_rate,
+            activation_rate=config.activation_rate,
         )
         return encoding, params
     raise ConfigError(f"unknown encoding {config.encoding!r}")

@@ -15,17 +15,20 @@ A run directory holds::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import platform
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import jax
 import numpy as np
 
 from jaxfool import checkpointing, pictures
+from jaxfool.regularity import regularity
 from jaxfool.config import RunConfig
 from jaxfool.errors import CheckpointError, ConfigError
 from jaxfool.experiment import Experiment, build_experiment
@@ -156,10 +159,20 @@ def _cell_paths(exp: Experiment, out_dir: str) -> list[list[str]]:
     return [[os.path.join(out_dir, "elites", f"seed{s}", n) for n in names] for s in exp.seeds]
 
 
-def write_outputs(exp: Experiment, state: State, progress: Progress, out_dir: str, wall: float, evals_per_s: float | None) -> dict:
-    """Writes the pictures and ``summary.json`` for the current state; returns the summary."""
+def _render_elites(exp: Experiment):
+    """A jitted ``genomes [K, C, ...] -> images [K, C, H, W, ch]``."""
+    return jax.jit(jax.vmap(exp.encoding.render))
+
+
+def write_outputs(
+    exp: Experiment, state: State, progress: Progress, out_dir: str, wall: float, evals_per_s: float | None, render=None
+) -> dict:
+    """Writes the pictures and ``summary.json`` for the current state; returns the summary.
+
+    ``render`` is a compiled :func:`_render_elites` (built here when not given).
+    """
     archive = jax.device_get(state.archive)
-    images = np.asarray(jax.vmap(exp.encoding.render)(state.archive.genomes))  # [K, C, H, W, ch]
+    images = np.asarray((render or _render_elites(exp))(state.archive.genomes))  # [K, C, H, W, ch]
     fitness = np.asarray(archive.fitness, np.float64)
     confidence = np.exp(fitness)
     generations = np.asarray(state.generation)
@@ -198,6 +211,7 @@ def write_outputs(exp: Experiment, state: State, progress: Progress, out_dir: st
             "evaluations": exp.engine.evaluations(int(generations[k])),
             "best_confidence": [float(p) for p in confidence[k]],
             "classes_fooled": int((fitness[k] >= math.log(exp.config.threshold)).sum()),
+            "regularity": regularity(images[k]),
         }
         for t in _thresholds(exp.config):
             reached = progress.reached[t][k]
@@ -270,7 +284,19 @@ def run(
     start = time.perf_counter()
 
     keys = seed_keys(exp.seeds)
-    state = init_seeds(exp.engine, exp.params, keys)
+    stop_fitness, cap = exp.stop_fitness, np.int32(config.generations)
+    # Compile the chunk program on a second thread while generation 0 compiles and runs here:
+    # XLA compiles outside the GIL, and short runs are mostly compilation.
+    like = jax.eval_shape(functools.partial(init_seeds, exp.engine), exp.params, keys)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        compiling = pool.submit(
+            lambda: (
+                run_generations.lower(exp.engine, exp.params, like, keys, config.chunk, stop_fitness, cap).compile(),
+                _render_elites(exp).lower(like.archive.genomes).compile(),
+            )
+        )
+        state = init_seeds(exp.engine, exp.params, keys)
+        chunk_fn, render = compiling.result()
     num_seeds, num_cells = len(exp.seeds), len(exp.cells)
     progress = Progress(0, {t: np.full((num_seeds, num_cells), -1, np.int64) for t in _thresholds(config)})
     if resume and checkpointing.latest_step(ckpt_dir) is not None:
@@ -287,8 +313,6 @@ def run(
         with open(metrics_path, "w") as f:
             f.write(_metrics_line(0, exp, np.zeros(num_seeds, int), fitness0))
 
-    stop_fitness, cap = exp.stop_fitness, np.int32(config.generations)
-
     def finished(s: State) -> bool:
         g = np.asarray(s.generation)
         done = (np.asarray(s.archive.fitness) >= float(stop_fitness)).all(-1)
@@ -304,9 +328,7 @@ def run(
     try:
         while not finished(state) and (max_chunks is None or chunks < max_chunks):
             before = np.asarray(state.generation)
-            new_state, metrics = run_generations(
-                exp.engine, exp.params, state, keys, config.chunk, stop_fitness, cap
-            )
+            new_state, metrics = chunk_fn(exp.params, state, keys, stop_fitness, cap)
             fitness = np.asarray(metrics.fitness)  # [n, K, C]; waits for the chunk
             gens = np.asarray(metrics.generation)  # [n, K]
             state = new_state
@@ -331,7 +353,7 @@ def run(
                 bar.update(min(progress.generation, config.generations) - bar.n)
     except KeyboardInterrupt:
         _save(ckpt_dir, state, progress, start)
-        write_outputs(exp, state, progress, out_dir, progress.elapsed + time.perf_counter() - start, None)
+        write_outputs(exp, state, progress, out_dir, progress.elapsed + time.perf_counter() - start, None, render)
         raise
     finally:
         if bar is not None:
@@ -339,7 +361,7 @@ def run(
     _save(ckpt_dir, state, progress, start)
     loop_time = time.perf_counter() - loop_start if loop_start else 0.0
     evals_per_s = loop_evals / loop_time if loop_evals and loop_time > 0 else None
-    return write_outputs(exp, state, progress, out_dir, progress.elapsed + time.perf_counter() - start, evals_per_s)
+    return write_outputs(exp, state, progress, out_dir, progress.elapsed + time.perf_counter() - start, evals_per_s, render)
 
 
 def _save(ckpt_dir: str, state: State, progress: Progress, start: float) -> None:

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from jaxfool.cli import add_config_flags, overrides_from_args, run_main
+from jaxfool.cli import add_config_flags, enable_compilation_cache, overrides_from_args, run_main
 from jaxfool.config import RunConfig
 from jaxfool.presets import DEFAULT, available, describe, load_preset
 from jaxfool.runner import resume_config, run
@@ -41,6 +41,7 @@ def main() -> int:
     else:
         config = load_preset(args.preset, **overrides)
         out_dir = args.out or os.path.join("runs", f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    enable_compilation_cache()
     print(f"run directory: {out_dir}", file=sys.stderr)
     try:
         summary = run(config, out_dir, resume=bool(args.resume), progress_bar=not args.quiet)

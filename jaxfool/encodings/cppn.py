@@ -1,0 +1,348 @@
+"""CPPN encoding: a small feed-forward network maps pixel coordinates to a pixel, grown NEAT-style.
+
+A compositional pattern-producing network (CPPN) takes, for every pixel, its coordinates
+``x, y`` and distance ``d`` from the centre (all in [-1, 1]) and a bias input of 1, and outputs
+the gray level (one output) or hue, saturation and lightness/value (three outputs). Its nodes
+apply sine, sigmoid, Gaussian or linear functions (the paper's set), so images are regular:
+stripes, blobs, symmetries, rather than the direct encoding's noise.
+
+Genomes are fixed-size padded arrays (TensorNEAT-style), so a population is a pytree of
+``[P, ...]`` arrays that vmaps, shards and checkpoints like the direct genomes:
+
+    node slots:       inputs (4) | outputs (1 or 3) | hidden (max_hidden)
+    connection slots: max_conns, each (source, target, weight, enabled)
+
+Acyclicity is structural: every node has a ``position`` (inputs 0, outputs 1, hidden strictly
+between), and a connection always goes from a lower to a higher position. Adding a node on a
+connection places it half way, so no mutation can create a cycle. Rendering sorts nodes by
+position and evaluates each once, in that order: exactly what stepping the network
+synchronously ``depth`` times (the paper's code) computes, in a single pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxfool.encodings.color import to_rgb
+from jaxfool.encodings.variation import polynomial_mutation
+
+NUM_INPUTS = 4  # x, y, d, bias
+INACTIVE = 2.0  # position of unused node slots: after every real node
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    # The paper's set (Sferes2 nn::cppn).
+    "sine": jnp.sin,
+    "sigmoid": lambda p: jnp.tanh(0.5 * p),  # = 2 (sigmoid(p) - 0.5), in one op
+    "gaussian": lambda p: jnp.exp(-p * p),
+    "linear": lambda p: jnp.clip(p, -3.0, 3.0) / 3.0,
+    # Extras (off by default): Picbreeder-style functions.
+    "cosine": jnp.cos,
+    "tanh": jnp.tanh,
+    "abs": lambda p: jnp.clip(jnp.abs(p), 0.0, 3.0) / 3.0,
+    "square": lambda p: jnp.clip(p * p, 0.0, 3.0) / 3.0,
+}
+PAPER_ACTIVATIONS = ("sine", "sigmoid", "gaussian", "linear")
+
+
+@struct.dataclass
+class CPPNGenome:
+    """One CPPN (leaves gain a leading ``[P]`` axis for a population).
+
+    Attributes:
+      activation: int32 ``[N]``: index into the encoding's activation set.
+      node_on: bool ``[N]``: inputs and outputs always on; hidden slots on when used.
+      position: float32 ``[N]``: topological key (inputs 0, outputs 1, hidden in (0, 1),
+        unused 2).
+      bias: float32 ``[N]``: added to each node's input sum.
+      source, target: int32 ``[M]``: connection endpoints (node slot indices).
+      weight: float32 ``[M]``: in [-weight_range, weight_range].
+      conn_on: bool ``[M]``: disabled slots are inert padding.
+    """
+
+    activation: jax.Array
+    node_on: jax.Array
+    position: jax.Array
+    bias: jax.Array
+    source: jax.Array
+    target: jax.Array
+    weight: jax.Array
+    conn_on: jax.Array
+
+
+@struct.dataclass
+class CPPNParams:
+    """Traced rates of CPPN variation (defaults: the paper's code, ``dl_map_elites_images*.cpp``).
+
+    Attributes:
+      mutation_rate: per weight and bias, probability of polynomial mutation.
+      mutation_eta: its distribution index.
+      weight_range: weights and biases live in [-weight_range, weight_range].
+      add_conn_rate, del_conn_rate, add_node_rate, del_node_rate: per offspring, probability
+        of each structural mutation.
+      change_conn_rate: each connection in turn is rewired (one new endpoint) with this
+        probability, at most one per offspring, as the paper's code does.
+      activation_rate: per node, probability that its function is resampled.
+    """
+
+    mutation_rate: float = 0.1
+    mutation_eta: float = 15.0
+    weight_range: float = 10.0
+    add_conn_rate: float = 0.5
+    del_conn_rate: float = 0.3
+    add_node_rate: float = 0.5
+    del_node_rate: float = 0.2
+    change_conn_rate: float = 0.5
+    activation_rate: float = 0.1
+
+
+def _pick(key: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """A uniformly random True index of ``mask`` (any shape, flattened), and whether one exists."""
+    scores = jnp.where(mask.reshape(-1), jax.random.uniform(key, (mask.size,)), -1.0)
+    return jnp.argmax(scores), mask.any()
+
+
+@dataclasses.dataclass(frozen=True)
+class CPPNEncoding:
+    """CPPN genomes rendered at ``image_shape``.
+
+    Attributes:
+      image_shape: ``(H, W, ch)``; 1 channel: one gray output; 3: three outputs.
+      color_space: for 3 channels, what the outputs mean: "hls" (the paper's code), "hsv" or "rgb".
+      max_hidden: hidden node slots.
+      max_conns: connection slots.
+      activations: names from :data:`ACTIVATIONS` that nodes may use.
+      render_chunk: genomes rendered together; small groups keep a group's activations in
+        cache while the nodes are evaluated one after another.
+    """
+
+    image_shape: tuple[int, int, int]
+    color_space: str = "hls"
+    max_hidden: int = 12
+    max_conns: int = 48
+    activations: tuple[str, ...] = PAPER_ACTIVATIONS
+    render_chunk: int = 16
+    name: str = "cppn"
+
+    def __post_init__(self):
+        unknown = [a for a in self.activations if a not in ACTIVATIONS]
+        if unknown or not self.activations:
+            raise ValueError(f"unknown activation {unknown[:1]}; choose from {', '.join(ACTIVATIONS)}")
+        if self.max_conns < NUM_INPUTS * self.num_outputs:
+            raise ValueError(f"max_conns must be >= {NUM_INPUTS * self.num_outputs} (inputs x outputs)")
+
+    @property
+    def num_outputs(self) -> int:
+        return 1 if self.image_shape[-1] == 1 else 3
+
+    @property
+    def num_nodes(self) -> int:
+        return NUM_INPUTS + self.num_outputs + self.max_hidden
+
+    def _kinds(self) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """bool ``[N]`` masks: input, output and hidden slots."""
+        idx = jnp.arange(self.num_nodes)
+        is_input = idx < NUM_INPUTS
+        is_output = (idx >= NUM_INPUTS) & (idx < NUM_INPUTS + self.num_outputs)
+        return is_input, is_output, ~(is_input | is_output)
+
+    def default_params(self) -> CPPNParams:
+        return CPPNParams()
+
+    # ---------------------------------------------------------------- init
+    def init(self, key: jax.Array, n: int, params: CPPNParams | None = None) -> CPPNGenome:
+        """Inputs fully connected to the outputs, no hidden nodes, random weights and functions."""
+        params = params or self.default_params()
+        return jax.vmap(lambda k: self._init_one(k, params.weight_range))(jax.random.split(key, n))
+
+    def _init_one(self, key: jax.Array, weight_range) -> CPPNGenome:
+        k_act, k_w = jax.random.split(key)
+        is_input, is_output, _ = self._kinds()
+        n_io = NUM_INPUTS * self.num_outputs
+        slot = jnp.arange(self.max_conns)
+        used = slot < n_io
+        return CPPNGenome(
+            activation=jax.random.randint(k_act, (self.num_nodes,), 0, len(self.activations)),
+            node_on=is_input | is_output,
+            position=jnp.where(is_input, 0.0, jnp.where(is_output, 1.0, INACTIVE)),
+            bias=jnp.zeros((self.num_nodes,), jnp.float32),
+            source=jnp.where(used, slot // self.num_outputs, 0).astype(jnp.int32),
+            target=jnp.where(used, NUM_INPUTS + slot % self.num_outputs, 0).astype(jnp.int32),
+            weight=jnp.where(used, jax.random.uniform(k_w, (self.max_conns,), minval=-weight_range, maxval=weight_range), 0.0),
+            conn_on=used,
+        )
+
+    # ---------------------------------------------------------------- variation
+    def mutate(self, key: jax.Array, genomes: CPPNGenome, generation: jax.Array, params: CPPNParams) -> CPPNGenome:
+        """The paper's CPPN mutations, each offspring independently (vmapped)."""
+        keys = jax.random.split(key, genomes.activation.shape[0])
+        return jax.vmap(lambda k, g: self._mutate_one(k, g, params))(keys, genomes)
+
+    def crossover(self, key, genomes, mates, params):
+        raise NotImplementedError("the CPPN encoding has no crossover (nor had the paper's)")
+
+    def _mutate_one(self, key: jax.Array, g: CPPNGenome, p: CPPNParams) -> CPPNGenome:
+        keys = jax.random.split(key, 8)  # one key per consumer
+        g = self._mutate_weights(keys[0], g, p)
+        g = self._mutate_activations(keys[1], g, p)
+        g = self._change_connection(keys[2], g, p)
+        g = self._add_connection(keys[3], g, p)
+        g = self._delete_connection(keys[4], g, p)
+        g = self._add_node(keys[5], g, p)
+        return self._delete_node(keys[6], g, p)
+
+    def _mutate_weights(self, key, g: CPPNGenome, p: CPPNParams) -> CPPNGenome:
+        k_w, k_b = jax.random.split(key)
+        r = p.weight_range
+
+        def mutate(k, v):
+            unit = (v + r) / (2.0 * r)
+            return polynomial_mutation(k, unit, p.mutation_rate, p.mutation_eta) * 2.0 * r - r
+
+        return g.replace(weight=mutate(k_w, g.weight), bias=mutate(k_b, g.bias))
+
+    def _mutate_activations(self, key, g: CPPNGenome, p: CPPNParams) -> CPPNGenome:
+        k_flip, k_new = jax.random.split(key)
+        is_input, _, _ = self._kinds()
+        flip = (jax.random.uniform(k_flip, (self.num_nodes,)) < p.activation_rate) & ~is_input
+        fresh = jax.random.randint(k_new, (self.num_nodes,), 0, len(self.activations))
+        return g.replace(activation=jnp.where(flip, fresh, g.activation))
+
+    def _connectable(self, g: CPPNGenome) -> jax.Array:
+        """bool ``[N, N]``: (source, target) pairs a new connection may join (acyclic, no duplicate)."""
+        pos = g.position
+        exists = jnp.zeros((self.num_nodes, self.num_nodes), bool).at[g.source, g.target].max(g.conn_on)
+        return g.node_on[:, None] & g.node_on[None, :] & (pos[:, None] < pos[None, :]) & ~exists
+
+    def _change_connection(self, key, g: CPPNGenome, p: CPPNParams) -> CPPNGenome:
+        k_do, k_conn, k_side, k_end = jax.random.split(key, 4)
+        # "each connection in turn with probability p, at most one": P(any) = 1 - (1-p)^E
+        n_on = g.conn_on.sum()
+        do = jax.random.uniform(k_do) < 1.0 - (1.0 - p.change_conn_rate) ** n_on
+        c, has = _pick(k_conn, g.conn_on)
+        allowed = self._connectable(g.replace(conn_on=g.conn_on.at[c].set(False)))
+        move_source = jax.random.uniform(k_side) < 0.5
+        candidates = jnp.where(move_source, allowed[:, g.target[c]], allowed[g.source[c], :])
+        node, found = _pick(k_end, candidates)
+        ok = do & has & found
+        return g.replace(
+            source=g.source.at[c].set(jnp.where(ok & move_source, node, g.source[c])),
+            target=g.target.at[c].set(jnp.where(ok & ~move_source, node, g.target[c])),
+        )
+
+    def _add_connection(self, key, g: CPPNGenome, p: CPPNParams) -> CPPNGenome:
+        k_do, k_pair, k_slot, k_w = jax.random.split(key, 4)
+        pair, found = _pick(k_pair, self._connectable(g))
+        slot, free = _pick(k_slot, ~g.conn_on)
+        ok = (jax.random.uniform(k_do) < p.add_conn_rate) & found & free
+        w = jax.random.uniform(k_w, minval=-p.weight_range, maxval=p.weight_range)
+        return g.replace(
+            source=g.source.at[slot].set(jnp.where(ok, pair // self.num_nodes, g.source[slot])),
+            target=g.target.at[slot].set(jnp.where(ok, pair % self.num_nodes, g.target[slot])),
+            weight=g.weight.at[slot].set(jnp.where(ok, w, g.weight[slot])),
+            conn_on=g.conn_on.at[slot].set(g.conn_on[slot] | ok),
+        )
+
+    def _delete_connection(self, key, g: CPPNGenome, p: CPPNParams) -> CPPNGenome:
+        k_do, k_conn = jax.random.split(key)
+        c, has = _pick(k_conn, g.conn_on)
+        ok = (jax.random.uniform(k_do) < p.del_conn_rate) & has
+        return g.replace(conn_on=g.conn_on.at[c].set(g.conn_on[c] & ~ok))
+
+    def _add_node(self, key, g: CPPNGenome, p: CPPNParams) -> CPPNGenome:
+        """Splits a connection a->b into a->new->b; both keep its weight (the paper's code)."""
+        k_do, k_conn, k_node, k_slot, k_act = jax.random.split(key, 5)
+        _, _, is_hidden = self._kinds()
+        c, has = _pick(k_conn, g.conn_on)
+        h, free_node = _pick(k_node, is_hidden & ~g.node_on)
+        slot, free_conn = _pick(k_slot, ~g.conn_on)
+        a, b = g.source[c], g.target[c]
+        mid = 0.5 * (g.position[a] + g.position[b])
+        strictly_between = (g.position[a] < mid) & (mid < g.position[b])  # float32 can run out
+        ok = (jax.random.uniform(k_do) < p.add_node_rate) & has & free_node & free_conn & strictly_between
+        act = jax.random.randint(k_act, (), 0, len(self.activations))
+        return g.replace(
+            node_on=g.node_on.at[h].set(g.node_on[h] | ok),
+            position=g.position.at[h].set(jnp.where(ok, mid, g.position[h])),
+            activation=g.activation.at[h].set(jnp.where(ok, act, g.activation[h])),
+            bias=g.bias.at[h].set(jnp.where(ok, 0.0, g.bias[h])),
+            # c is enabled and slot is free, so they differ: a->h in c, h->b in slot.
+            target=g.target.at[c].set(jnp.where(ok, h, b)).at[slot].set(jnp.where(ok, b, g.target[slot])),
+            source=g.source.at[slot].set(jnp.where(ok, h, g.source[slot])),
+            weight=g.weight.at[slot].set(jnp.where(ok, g.weight[c], g.weight[slot])),
+            conn_on=g.conn_on.at[slot].set(g.conn_on[slot] | ok),
+        )
+
+    def _delete_node(self, key, g: CPPNGenome, p: CPPNParams) -> CPPNGenome:
+        k_do, k_node = jax.random.split(key)
+        _, _, is_hidden = self._kinds()
+        h, has = _pick(k_node, is_hidden & g.node_on)
+        ok = (jax.random.uniform(k_do) < p.del_node_rate) & has
+        touches = (g.source == h) | (g.target == h)
+        return g.replace(
+            node_on=g.node_on.at[h].set(g.node_on[h] & ~ok),
+            position=g.position.at[h].set(jnp.where(ok, INACTIVE, g.position[h])),
+            conn_on=g.conn_on & ~(ok & touches),
+        )
+
+    # ---------------------------------------------------------------- rendering
+    def coordinates(self, height: int | None = None, width: int | None = None) -> jax.Array:
+        """float32 ``[H*W, 4]``: x, y, d (distance from the centre), all in [-1, 1], and bias 1."""
+        height = height or self.image_shape[0]
+        width = width or self.image_shape[1]
+        y, x = jnp.meshgrid(jnp.linspace(-1.0, 1.0, height), jnp.linspace(-1.0, 1.0, width), indexing="ij")
+        d = jnp.sqrt(x * x + y * y) * jnp.sqrt(2.0) - 1.0
+        return jnp.stack([x, y, d, jnp.ones_like(x)], axis=-1).reshape(-1, NUM_INPUTS)
+
+    def outputs(self, genomes: CPPNGenome, coords: jax.Array) -> jax.Array:
+        """Raw network outputs float32 ``[P, pixels, outputs]`` in [-1, 1] at ``coords [pixels, 4]``."""
+        n = genomes.activation.shape[0]
+        chunk = min(self.render_chunk, n)
+        pad = -n % chunk
+        padded = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, 0)]), genomes) if pad else genomes
+        grouped = jax.tree.map(lambda a: a.reshape(-1, chunk, *a.shape[1:]), padded)
+
+        def group(gs: CPPNGenome) -> jax.Array:
+            # Live nodes sort first, so the group needs only as many steps as its biggest net.
+            steps = jnp.max(jnp.sum(gs.node_on, axis=1)) - NUM_INPUTS
+            return jax.vmap(lambda g: self._evaluate(g, coords, steps))(gs)
+
+        out = jax.lax.map(group, grouped)
+        return out.reshape(-1, *out.shape[2:])[:n]
+
+    def _evaluate(self, g: CPPNGenome, coords: jax.Array, steps: jax.Array) -> jax.Array:
+        """One network on every pixel: ``[pixels, outputs]``, evaluating ``steps`` non-input nodes."""
+        n = self.num_nodes
+        live = g.conn_on & g.node_on[g.source] & g.node_on[g.target]
+        weights = jnp.zeros((n, n), jnp.float32).at[g.source, g.target].add(jnp.where(live, g.weight, 0.0))
+        # Topological order: inputs (position 0) first, then hidden, outputs, unused slots.
+        order = jnp.argsort(jnp.where(g.node_on, g.position, INACTIVE), stable=True)
+        weights = weights[order][:, order]  # strictly upper triangular now
+        bias, activation = g.bias[order], g.activation[order]
+        values = jnp.zeros((n, coords.shape[0]), jnp.float32).at[:NUM_INPUTS].set(coords.T)
+
+        fns = [ACTIVATIONS[a] for a in self.activations]
+
+        def node(k, values):
+            pre = weights[:, k] @ values + bias[k]
+            out = jnp.select([activation[k] == i for i in range(len(fns))], [f(pre) for f in fns])
+            return values.at[k].set(out)
+
+        values = jax.lax.fori_loop(NUM_INPUTS, NUM_INPUTS + steps, node, values)
+        rank = jnp.argsort(order)  # slot -> row of values
+        return values[rank[NUM_INPUTS : NUM_INPUTS + self.num_outputs]].T
+
+    def render(self, genomes: CPPNGenome, height: int | None = None, width: int | None = None) -> jax.Array:
+        """float32 ``[P, H, W, ch]`` in [0, 1], on the 8-bit grid; any resolution."""
+        height = height or self.image_shape[0]
+        width = width or self.image_shape[1]
+        out = self.outputs(genomes, self.coordinates(height, width))
+        images = (out + 1.0) * 0.5
+        images = images.reshape(-1, height, width, self.num_outputs)
+        if self.num_outputs == 3:
+            images = to_rgb(jnp.clip(images, 0.0, 1.0), self.color_space)
+        return jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0) / 255.0
