@@ -50,6 +50,33 @@ def confidence_label(p: float) -> str:
     return f"{100 * p:.1f}%"
 
 
+def elite_paths(out_dir: str, classes: Sequence[int], names: Sequence[str], seeds: Sequence[int] | None = None) -> list[list[str]]:
+    """Per seed, per cell: ``elites/<class index>_<class name>.png`` (``elites/seed<s>/...``
+    when there are several seeds). ``names``: one per cell."""
+    names = [f"{c}_{safe_name(n)}.png" for c, n in zip(classes, names)]
+    if seeds is None or len(seeds) == 1:
+        return [[os.path.join(out_dir, "elites", n) for n in names]]
+    return [[os.path.join(out_dir, "elites", f"seed{s}", n) for n in names] for s in seeds]
+
+
+def save_elites(
+    out_dir: str,
+    images: np.ndarray,
+    classes: Sequence[int],
+    names: Sequence[str],
+    seeds: Sequence[int] | None = None,
+    filled: np.ndarray | None = None,
+) -> list[list[str]]:
+    """Writes each elite as an exact PNG; ``images`` float ``[K, C, H, W, ch]``; returns the paths."""
+    paths = elite_paths(out_dir, classes, names, seeds)
+    for k, row in enumerate(paths):
+        os.makedirs(os.path.dirname(row[0]), exist_ok=True)
+        for c, path in enumerate(row):
+            if filled is None or filled[k, c]:
+                save_png(path, images[k, c])
+    return paths
+
+
 def elites_grid(
     path: str,
     images: np.ndarray,

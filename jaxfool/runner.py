@@ -151,14 +151,6 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _cell_paths(exp: Experiment, out_dir: str) -> list[list[str]]:
-    """Per seed, per cell: the PNG path of its elite."""
-    names = [f"{c}_{pictures.safe_name(exp.classifier.class_names[c])}.png" for c in exp.cells]
-    if len(exp.seeds) == 1:
-        return [[os.path.join(out_dir, "elites", n) for n in names]]
-    return [[os.path.join(out_dir, "elites", f"seed{s}", n) for n in names] for s in exp.seeds]
-
-
 def _render_elites(exp: Experiment):
     """A jitted ``genomes [K, C, ...] -> images [K, C, H, W, ch]``."""
     return jax.jit(jax.vmap(exp.encoding.render))
@@ -177,11 +169,7 @@ def write_outputs(
     confidence = np.exp(fitness)
     generations = np.asarray(state.generation)
 
-    for k, paths in enumerate(_cell_paths(exp, out_dir)):
-        os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
-        for c, path in enumerate(paths):
-            if archive.filled[k, c]:
-                pictures.save_png(path, images[k, c])
+    pictures.save_elites(out_dir, images, exp.cells, exp.cell_names, exp.seeds, np.asarray(archive.filled))
 
     title = f"{exp.classifier.name}, {exp.config.encoding} encoding"
     if len(exp.seeds) == 1 or len(exp.cells) <= 20:
