@@ -6,3 +6,7 @@ fused step that runs many generations and seeds per call.
 """
 
 __version__ = "0.1.0"
+
+from jaxfool.api import FoolResult, fool  # noqa: E402
+
+__all__ = ["FoolResult", "fool", "__version__"]

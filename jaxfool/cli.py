@@ -70,18 +70,18 @@ def overrides_from_args(args: argparse.Namespace, config_cls: type) -> dict[str,
 def enable_compilation_cache() -> str | None:
     """Turns on JAX's persistent compilation cache, so a repeated run skips compilation.
 
-    The directory is ``$JAXFOOL_CACHE`` (``off`` disables it), else
-    ``~/.cache/jaxfool/xla``. Only programs that took over a second to compile are stored.
+    The directory is ``$JAXFOOL_CACHE/xla`` (default ``~/.cache/jaxfool/xla``;
+    ``JAXFOOL_CACHE=off`` disables it). Only programs that took over a second to compile are
+    stored.
     """
-    import os
-
     import jax
 
-    directory = os.environ.get("JAXFOOL_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "jaxfool", "xla"))
-    if directory == "off":
-        return None
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    from jaxfool.cache import cache_dir
+
+    directory = cache_dir("xla")
+    if directory is not None:
+        jax.config.update("jax_compilation_cache_dir", directory)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     return directory
 
 

@@ -11,7 +11,9 @@ import math
 from typing import Any
 
 from jaxfool.errors import ConfigError
-from jaxfool.map_elites import SELECTIONS
+from jaxfool.emitters import ES_STRATEGIES, SELECTIONS
+
+EMITTERS = ("mutation", *ES_STRATEGIES)
 
 ENCODINGS = ("direct", "cppn")
 COLOR_SPACES = ("rgb", "hsv", "hls")
@@ -40,6 +42,10 @@ class RunConfig:
     stop_when_fooled: bool = _f(True, "stop a seed once every cell reaches --threshold")
     # Selection and variation.
     selection: str = _f("unfooled", f"parent selection: {' | '.join(SELECTIONS)}")
+    emitters: tuple[str, ...] = _f(("mutation",), f"offspring sources splitting the batch: {', '.join(EMITTERS)} (e.g. mutation,snes)")
+    es_population: int = _f(20, "evolution-strategy emitters: offspring per instance per generation")
+    es_std: float = _f(0.1, "evolution-strategy emitters: initial search width (genes in [0, 1])")
+    es_restart: int = _f(10, "evolution-strategy emitters: generations without improvement before moving to another elite")
     recombine: bool = _f(True, "spend C evaluations per generation on each cell's elite plus its summed improving mutations")
     recombine_scale: float = _f(0.7, "step along the summed improving mutations")
     mutation_rate: float = _f(0.1, "per-gene mutation probability")
@@ -69,6 +75,13 @@ class RunConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        unknown = [e for e in self.emitters if e not in EMITTERS]
+        if unknown or not self.emitters:
+            raise ConfigError(f"unknown emitter {(unknown or [''])[0]!r}; choose from {', '.join(EMITTERS)}")
+        if self.encoding != "direct" and any(e != "mutation" for e in self.emitters):
+            raise ConfigError("evolution-strategy emitters need the direct encoding (real-valued genes)")
+        if self.es_population < 2 or self.es_restart < 1 or not self.es_std > 0:
+            raise ConfigError("es_population must be >= 2, es_restart >= 1 and es_std > 0")
         for name in ("checkpoint_every", "score_chunk", "halving_period"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

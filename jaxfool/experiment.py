@@ -11,8 +11,9 @@ from jaxfool.config import RunConfig
 from jaxfool.encodings import DirectEncoding, DirectParams, Encoding
 from jaxfool.encodings.cppn import CPPNEncoding, CPPNParams
 from jaxfool.errors import ConfigError
+from jaxfool.emitters import ESEmitter, MutationEmitter
 from jaxfool.map_elites import MapElites, Params
-from jaxfool.models import Classifier, load_classifier
+from jaxfool.models import Classifier, check_classifier, load_classifier
 from jaxfool.scoring import make_score_fn
 
 
@@ -53,6 +54,32 @@ def make_encoding(config: RunConfig, image_shape: tuple[int, int, int]) -> tuple
         )
         return encoding, params
     raise ConfigError(f"unknown encoding {config.encoding!r}")
+
+
+def make_emitters(config: RunConfig, encoding: Encoding, budget: int) -> tuple:
+    """The emitters a config names, splitting ``budget`` offspring per generation evenly.
+
+    Evolution-strategy shares are rounded down to whole instances of ``es_population``; the
+    paper's mutation emitter (when present) takes what is left.
+    """
+    share = budget // len(config.emitters)
+    sizes = {name: (share // config.es_population) * config.es_population for name in config.emitters if name != "mutation"}
+    for name, size in sizes.items():
+        if size < config.es_population:
+            raise ConfigError(
+                f"the {name} emitter's share of the batch ({share}) is below es_population ({config.es_population}); "
+                "raise --batch or lower --es-population"
+            )
+    if "mutation" in config.emitters:
+        sizes["mutation"] = budget - sum(sizes.values())
+    emitters = []
+    for name in config.emitters:
+        if name == "mutation":
+            emitters.append(MutationEmitter(encoding, sizes[name], config.selection, config.crossover_rate > 0, config.threshold))
+        else:
+            emitters.append(ESEmitter(encoding, name, sizes[name], config.es_population, config.es_std,
+                                      config.es_restart, config.selection, config.threshold))
+    return tuple(emitters)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -99,6 +126,7 @@ def build_experiment(config: RunConfig, classifier: Classifier | None = None) ->
     """
     config.validate()
     classifier = classifier or load_classifier(config.classifier)
+    check_classifier(classifier)
     cells = classifier.class_indices(config.classes or None)
     encoding, variation = make_encoding(config, classifier.input_shape)
     if config.recombine and not hasattr(encoding, "recombine"):
@@ -112,11 +140,9 @@ def build_experiment(config: RunConfig, classifier: Classifier | None = None) ->
         encoding=encoding,
         score_fn=make_score_fn(classifier, cells, chunk_size=config.score_chunk or None),
         num_cells=len(cells),
-        batch_size=config.batch,
-        selection=config.selection,
-        crossover=config.crossover_rate > 0,
+        emitters=make_emitters(config, encoding, config.batch - (len(cells) if config.recombine else 0)),
         recombine=config.recombine,
-        threshold=config.threshold,
+        init_size=config.batch,
     )
     params = Params(model=classifier.params, variation=variation)
     return Experiment(config, classifier, cells, encoding, engine, params)

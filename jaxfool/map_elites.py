@@ -3,7 +3,7 @@
 A generation selects ``B`` parents from the occupied cells, varies them, renders and scores
 the offspring with the classifier, and inserts them into every cell they beat::
 
-    engine = MapElites(encoding, score_fn, num_cells=10, batch_size=200)
+    engine = MapElites(encoding, score_fn, num_cells=10, emitters=(MutationEmitter(encoding, 200),))
     state = engine.init(key, params)                  # generation 0: B random images
     state, metrics = engine.step(state, key, params)  # one generation
 
@@ -28,7 +28,6 @@ from flax import struct
 from jaxfool.archive import Archive, empty_archive, insert
 from jaxfool.encodings.base import Encoding
 
-SELECTIONS = ("uniform", "unique", "unfooled")
 ScoreFn = Callable[[Any, jax.Array], jax.Array]
 
 
@@ -47,10 +46,12 @@ class State:
     Attributes:
       archive: the elites.
       generation: int32 scalar: offspring generations done (0 after :meth:`MapElites.init`).
+      emitters: one state per emitter (a tuple of pytrees).
     """
 
     archive: Archive
     generation: jax.Array
+    emitters: tuple = ()
 
 
 @struct.dataclass
@@ -63,29 +64,6 @@ class Metrics:
     generation: jax.Array
 
 
-def select_parents(
-    key: jax.Array, archive: Archive, n: int, selection: str, threshold: float
-) -> jax.Array:
-    """Picks ``n`` parent cells, int32 ``[n]``.
-
-    * ``uniform``: uniform over occupied cells, as the paper's code (an image holding k cells
-      is k times as likely to be picked).
-    * ``unique``: uniform over distinct elite images.
-    * ``unfooled``: uniform over occupied cells whose elite is still below ``threshold``
-      (all occupied cells once every cell is above): the budget goes where work remains.
-    """
-    weights = archive.filled.astype(jnp.float32)
-    if selection == "unique":
-        same = (archive.generation[:, None] == archive.generation[None, :]) & (
-            archive.offspring[:, None] == archive.offspring[None, :]
-        )
-        weights = weights / jnp.maximum(same.sum(axis=1), 1)
-    elif selection == "unfooled":
-        below = weights * (archive.fitness < math.log(threshold))
-        weights = jnp.where(below.sum() > 0, below, weights)
-    return jax.random.choice(key, archive.num_cells, (n,), p=weights / weights.sum()).astype(jnp.int32)
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class MapElites:
     """The static half of the algorithm (sizes and choices fixed at compile time).
@@ -95,13 +73,11 @@ class MapElites:
       score_fn: ``score_fn(model_params, images [B, H, W, ch]) -> float32 [B, C]``, the
         log-probability of each cell's class (see :func:`jaxfool.scoring.make_score_fn`).
       num_cells: C.
-      batch_size: B offspring per generation (and random images at generation 0).
-      selection: one of :data:`SELECTIONS`.
-      crossover: whether offspring come from SBX of two parents before mutation.
-      recombine: whether C of the B evaluations per generation go to one child per cell made
-        by the encoding's ``recombine``: the cell's elite plus the summed mutations that
-        improved it this generation (needs B > C and an encoding with ``recombine``).
-      threshold: confidence that counts as fooled (used by ``selection="unfooled"``).
+      emitters: sources of offspring (:mod:`jaxfool.emitters`); they split the batch.
+      recombine: whether C more evaluations per generation go to one child per cell made by
+        the encoding's ``recombine``: the cell's elite plus the summed offspring (of this
+        generation) that improved it (needs an encoding with ``recombine``).
+      init_size: random images at generation 0 (default: :attr:`batch_size`).
 
     Engines compare by identity, so one engine is one compiled program.
     """
@@ -109,46 +85,55 @@ class MapElites:
     encoding: Encoding
     score_fn: ScoreFn
     num_cells: int
-    batch_size: int
-    selection: str = "uniform"
-    crossover: bool = False
+    emitters: tuple
     recombine: bool = False
-    threshold: float = 0.9999
+    init_size: int | None = None
+
+    @property
+    def batch_size(self) -> int:
+        """Evaluations per generation: the emitters' offspring plus the recombined children."""
+        return sum(e.batch_size for e in self.emitters) + (self.num_cells if self.recombine else 0)
 
     def init(self, key: jax.Array, params: Params) -> State:
-        """Scores ``batch_size`` random genomes into an empty archive (generation 0)."""
-        genomes = self.encoding.init(key, self.batch_size)
+        """Scores random genomes into an empty archive (generation 0); starts the emitters."""
+        k_genomes, *k_emitters = jax.random.split(key, 1 + len(self.emitters))
+        genomes = self.encoding.init(k_genomes, self.init_size or self.batch_size)
         archive = empty_archive(jax.tree.map(lambda g: g[0], genomes), self.num_cells)
         scores = self.score_fn(params.model, self.encoding.render(genomes))
-        parents = jnp.full((self.batch_size,), -1, jnp.int32)
+        parents = jnp.full((scores.shape[0],), -1, jnp.int32)
         archive, _ = insert(archive, genomes, scores, jnp.int32(0), parents)
-        return State(archive=archive, generation=jnp.int32(0))
+        emitters = tuple(e.init(k, archive, params.variation) for e, k in zip(self.emitters, k_emitters))
+        return State(archive=archive, generation=jnp.int32(0), emitters=emitters)
 
     def step(self, state: State, key: jax.Array, params: Params) -> tuple[State, Metrics]:
-        """One generation: select, vary, render, score, (recombine, score,) insert."""
-        k_select, k_mate, k_cross, k_mutate = jax.random.split(key, 4)
+        """One generation: emit, render, score, (recombine, score,) insert, tell the emitters."""
+        k_emit, k_tell = jax.random.split(key)
         archive = state.archive
         generation = state.generation + 1
-        n = self.batch_size - (self.num_cells if self.recombine else 0)
-        parents = select_parents(k_select, archive, n, self.selection, self.threshold)
-        genomes = jax.tree.map(lambda g: g[parents], archive.genomes)
-        if self.crossover:
-            mates = select_parents(k_mate, archive, n, self.selection, self.threshold)
-            genomes = self.encoding.crossover(
-                k_cross, genomes, jax.tree.map(lambda g: g[mates], archive.genomes), params.variation
-            )
-        offspring = self.encoding.mutate(k_mutate, genomes, generation, params.variation)
+        emitted = [
+            e.emit(k, archive, s, generation, params.variation)
+            for e, s, k in zip(self.emitters, state.emitters, jax.random.split(k_emit, len(self.emitters)))
+        ]
+        offspring = jax.tree.map(lambda *g: jnp.concatenate(g), *[o[0] for o in emitted])
+        parents = jnp.concatenate([o[1] for o in emitted])
         scores = self.score_fn(params.model, self.encoding.render(offspring))
+        n = parents.shape[0]
+        all_offspring, all_scores, all_parents = offspring, scores, parents
         if self.recombine:
             gained = scores[jnp.arange(n), parents] > archive.fitness[parents]
             weights = jax.nn.one_hot(parents, self.num_cells) * gained[:, None]
             children = self.encoding.recombine(archive.genomes, offspring, weights, params.variation)
-            offspring = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), offspring, children)
-            scores = jnp.concatenate([scores, self.score_fn(params.model, self.encoding.render(children))])
-            parents = jnp.concatenate([parents, jnp.arange(self.num_cells, dtype=jnp.int32)])
-        archive, improved = insert(archive, offspring, scores, generation, parents)
-        state = State(archive=archive, generation=generation)
-        return state, Metrics(fitness=archive.fitness, improved=improved, generation=generation)
+            all_offspring = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), offspring, children)
+            all_scores = jnp.concatenate([scores, self.score_fn(params.model, self.encoding.render(children))])
+            all_parents = jnp.concatenate([parents, jnp.arange(self.num_cells, dtype=jnp.int32)])
+        new_archive, improved = insert(archive, all_offspring, all_scores, generation, all_parents)
+        told, start = [], 0
+        for e, (_, _, s), k in zip(self.emitters, emitted, jax.random.split(k_tell, len(self.emitters))):
+            part = slice(start, start + e.batch_size)
+            start += e.batch_size
+            told.append(e.tell(k, s, archive, jax.tree.map(lambda g: g[part], offspring), parents[part], scores[part], params.variation))
+        state = State(archive=new_archive, generation=generation, emitters=tuple(told))
+        return state, Metrics(fitness=new_archive.fitness, improved=improved, generation=generation)
 
     def evaluations(self, generation: int) -> int:
         """Images scored after ``generation`` offspring generations (generation 0 included)."""

@@ -10,6 +10,7 @@ A run directory holds::
                      (elites/seed<s>/... when several seeds run)
     progress.png     1 - best confidence per class over generations, log scale
     summary.json     config, versions, device, wall time, evals/s, per-seed results
+    report.html      all of the above on one self-contained page
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 
 from jaxfool import checkpointing, pictures
 from jaxfool.regularity import regularity
+from jaxfool.report import write_report
 from jaxfool.config import RunConfig
 from jaxfool.errors import CheckpointError, ConfigError
 from jaxfool.experiment import Experiment, build_experiment
@@ -223,6 +225,7 @@ def write_outputs(
     }
     with open(os.path.join(out_dir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
+    write_report(out_dir)
     return summary
 
 

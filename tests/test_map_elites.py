@@ -8,7 +8,8 @@ import pytest
 from jaxfool.archive import empty_archive, insert
 from jaxfool.encodings import DirectEncoding, DirectParams
 from jaxfool.experiment import build_experiment
-from jaxfool.map_elites import MapElites, Params, init_seeds, run_generations, seed_keys, select_parents
+from jaxfool.emitters import MutationEmitter, select_parents
+from jaxfool.map_elites import MapElites, Params, init_seeds, run_generations, seed_keys
 from jaxfool.presets import load_preset
 
 
@@ -108,7 +109,7 @@ def test_nan_scores_never_reach_the_archive():
         s = jnp.log(jax.nn.softmax(images.reshape(images.shape[0], -1)[:, :3] * 10))
         return jnp.where(images[:, :1, 0, 0] > 0.5, jnp.nan, s)
 
-    engine = MapElites(enc, score, num_cells=3, batch_size=16)
+    engine = MapElites(enc, score, num_cells=3, emitters=(MutationEmitter(enc, 16),))
     params = Params(model=None, variation=DirectParams())
     state = engine.init(jax.random.key(0), params)
     for g in range(10):

@@ -103,6 +103,14 @@ class DirectEncoding:
         step = weights.T @ o - weights.sum(axis=0)[:, None] * e
         return jnp.clip(jnp.round(e + params.recombine_scale * step), 0, 255).astype(jnp.uint8).reshape(elites.shape)
 
+    def genes(self, genomes: jax.Array) -> jax.Array:
+        """uint8 ``[n, H, W, ch]`` -> float32 ``[n, D]`` in [0, 1] (for evolution strategies)."""
+        return _to_unit(genomes).reshape(genomes.shape[0], -1)
+
+    def from_genes(self, genes: jax.Array) -> jax.Array:
+        """float32 ``[n, D]`` in [0, 1] -> uint8 ``[n, H, W, ch]``."""
+        return _to_uint8(jnp.clip(genes, 0.0, 1.0)).reshape(genes.shape[0], *self.image_shape)
+
     def render(self, genomes: jax.Array) -> jax.Array:
         """uint8 ``[n, H, W, ch]`` -> float32 ``[n, H, W, ch]`` in [0, 1] (multiples of 1/255)."""
         images = _to_unit(genomes)

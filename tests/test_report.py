@@ -1,0 +1,109 @@
+import base64
+import io
+import os
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pytest
+from PIL import Image
+
+from conftest import run_script
+from jaxfool.presets import load_preset
+from jaxfool.report import write_report
+from jaxfool.runner import run
+
+
+class _Collect(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.figcaptions, self.tags, self._in_caption = [], [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.images.append(dict(attrs))
+        self._in_caption = tag == "figcaption" or self._in_caption
+
+    def handle_endtag(self, tag):
+        if tag == "figcaption":
+            self._in_caption = False
+
+    def handle_data(self, data):
+        if self._in_caption:
+            self.figcaptions.append(data)
+
+
+@pytest.fixture(scope="module")
+def two_seeds(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("report"))
+    run(load_preset(seeds=2, generations=40), out, progress_bar=False)
+    return out
+
+
+def test_report_is_self_contained_and_shows_every_elite(two_seeds):
+    path = os.path.join(two_seeds, "report.html")
+    assert os.path.exists(path)  # written by every run
+    text = open(path).read()
+    parser = _Collect()
+    parser.feed(text)
+    gallery = [i for i in parser.images if i.get("alt") in [str(n) for n in ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")]]
+    assert len(gallery) == 20  # 2 seeds x 10 classes
+    for img in parser.images:  # every picture embedded, none linked
+        assert img["src"].startswith("data:image/png;base64,")
+        Image.open(io.BytesIO(base64.b64decode(img["src"].split(",", 1)[1]))).verify()
+    assert any("99.99" in c for c in parser.figcaptions)
+    for heading in ("Elites", "Evaluations to fool each class", "Progress", "Configuration", "Environment"):
+        assert heading in text
+    assert "src='http" not in text and 'src="http' not in text
+    assert text.count("<table>") == 3 and "seed 1" in text
+
+
+def test_report_renders_in_a_browser(two_seeds, tmp_path):
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no headless browser here (install Debian's chromium to render the report)")
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,2400", f"--screenshot={shot}",
+         "file://" + os.path.join(two_seeds, "report.html")],
+        check=True, capture_output=True, timeout=120,
+    )
+    image = Image.open(shot).convert("L")
+    # a rendered page with pictures is far from blank: many distinct gray levels
+    assert len(set(image.getdata())) > 50
+
+
+def test_report_script(two_seeds, tmp_path):
+    out = str(tmp_path / "r.html")
+    proc = run_script("report.py", two_seeds, "--out", out)
+    assert proc.returncode == 0 and os.path.exists(out)
+    proc = run_script("report.py", str(tmp_path))
+    assert proc.returncode == 2 and "not a finished run directory" in proc.stderr
+
+
+def test_write_report_for_a_big_image_run_uses_thumbnails(tmp_path):
+    import json
+
+    import numpy as np
+
+    from jaxfool import pictures
+
+    run_dir = str(tmp_path)
+    names = [f"class {i}" for i in range(3)]
+    pictures.save_elites(run_dir, np.random.default_rng(0).random((1, 3, 224, 224, 3)), [0, 1, 2], names)
+    summary = {
+        "classifier": "big", "config": {"encoding": "cppn", "threshold": 0.99, "batch": 10, "generations": 5},
+        "classes": [{"index": i, "name": n} for i, n in enumerate(names)],
+        "seeds": [{"seed": 0, "classes_fooled": 1, "evaluations": 60, "best_confidence": [0.995, 0.5, 0.2],
+                   "generations_to_threshold_per_class": [3, -1, -1]}],
+        "wall_time_s": 1.0, "device": {"kind": "cpu", "count": 1}, "versions": {"jax": "x"}, "evals_per_s": None,
+    }
+    json.dump(summary, open(os.path.join(run_dir, "summary.json"), "w"))
+    text = open(write_report(run_dir)).read()
+    assert "not fooled" in text and "class='miss'" in text
+    parser = _Collect()
+    parser.feed(text)
+    thumb = Image.open(io.BytesIO(base64.b64decode(parser.images[0]["src"].split(",", 1)[1])))
+    assert max(thumb.size) <= 96
