@@ -90,7 +90,8 @@ def single_class_baseline(
       classifier: images in [0, 1].
       strategy: a key of :data:`STRATEGIES`.
       population: images per generation, per class.
-      evaluations_per_class: each class's budget (rounded down to whole generations).
+      evaluations_per_class: each class's budget, a GA's initial population included (rounded
+        down to whole generations).
       threshold: confidence that counts as fooled.
       std: initial mutation / search width for the strategies that have one.
       seed: PRNG seed.
@@ -102,7 +103,8 @@ def single_class_baseline(
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    generations = evaluations_per_class // population
+    initial = population if strategy == "simple_ga" else 0  # a GA scores a random population first
+    generations = (evaluations_per_class - initial) // population
     if generations < 1:
         raise ConfigError(f"evaluations_per_class ({evaluations_per_class}) is below one population ({population})")
     classes = tuple(range(classifier.num_classes)) if classes is None else tuple(classes)
@@ -111,7 +113,6 @@ def single_class_baseline(
         jnp.float32(math.log(threshold)), strategy, population, generations, float(std), tuple(classifier.input_shape),
     )
     best, reached = np.asarray(best, np.float64), np.asarray(reached)
-    initial = population if strategy == "simple_ga" else 0
     per_class = [
         {"index": c, "name": classifier.class_names[c], "best_confidence": float(np.exp(b)),
          "evaluations_to_threshold": int(initial + r * population) if r >= 0 else None}

@@ -1,0 +1,100 @@
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxfool.archive import empty_archive, insert
+from jaxfool.baseline import single_class_baseline
+from jaxfool.emitters import ESEmitter, MutationEmitter, archive_gain
+from jaxfool.encodings import DirectEncoding, DirectParams
+from jaxfool.errors import ConfigError
+from jaxfool.experiment import build_experiment, make_emitters
+from jaxfool.map_elites import init_seeds, run_generations, seed_keys
+from jaxfool.presets import load_preset
+
+
+def _filled_archive(enc, n=4):
+    genomes = enc.init(jax.random.key(0), n)
+    scores = jnp.log(jax.nn.softmax(jax.random.normal(jax.random.key(1), (n, n)) * 3))
+    archive, _ = insert(empty_archive(genomes[0], n), genomes, scores, 0, jnp.full((n,), -1))
+    return archive
+
+
+@pytest.mark.parametrize("strategy", ["snes", "sep_cma_es", "open_es"])
+def test_es_emitter_emits_tells_and_restarts(strategy):
+    enc = DirectEncoding((6, 6, 1))
+    archive = _filled_archive(enc)
+    em = ESEmitter(enc, strategy, batch_size=20, population=10, restart_after=2)
+    state = em.init(jax.random.key(2), archive, DirectParams())
+    genomes, parents, state = em.emit(jax.random.key(3), archive, state, 1, DirectParams())
+    assert genomes.shape == (20, 6, 6, 1) and genomes.dtype == jnp.uint8
+    assert parents.shape == (20,) and (parents[:10] == state.center[0]).all()
+    worse = jnp.full((20, 4), -1e3)  # nothing improves: instances go stale, then restart
+    for step in range(2):
+        state = em.tell(jax.random.key(4 + step), state, archive, genomes, parents, worse, DirectParams())
+    assert (state.stale == 0).all()  # restarted after 2 stale generations
+    better = jnp.zeros((20, 4))  # log p = 0 beats every elite
+    state = em.tell(jax.random.key(9), state, archive, genomes, parents, better, DirectParams())
+    assert (state.stale == 0).all()
+
+
+def test_archive_gain():
+    enc = DirectEncoding((2, 2, 1))
+    archive = _filled_archive(enc, 3)
+    scores = jnp.stack([archive.fitness + jnp.array([0.5, -1.0, -2.0]), archive.fitness - 1.0])
+    np.testing.assert_allclose(archive_gain(archive, scores), [0.5, -1.0], atol=1e-6)
+
+
+def test_es_emitter_checks_sizes():
+    with pytest.raises(ValueError, match="multiple of population"):
+        ESEmitter(DirectEncoding((4, 4, 1)), "snes", batch_size=25, population=10)
+    with pytest.raises(ValueError, match="unknown strategy"):
+        ESEmitter(DirectEncoding((4, 4, 1)), "pso", batch_size=20, population=10)
+
+
+def test_mixed_emitters_split_the_batch_and_run():
+    config = load_preset(emitters=("mutation", "snes"), es_population=20)
+    emitters = make_emitters(config, DirectEncoding((28, 28, 1)), 190)
+    assert [type(e).__name__ for e in emitters] == ["MutationEmitter", "ESEmitter"]
+    assert [e.batch_size for e in emitters] == [110, 80] and sum(e.batch_size for e in emitters) == 190
+    exp = build_experiment(config)
+    assert exp.engine.batch_size == 200
+    keys = seed_keys([0, 1])
+    state = init_seeds(exp.engine, exp.params, keys)
+    state, metrics = run_generations(exp.engine, exp.params, state, keys, 10, np.float32(np.inf), np.int32(100))
+    f = np.asarray(metrics.fitness)
+    assert (np.diff(f, axis=0) >= 0).all() and (f[-1] > f[0]).any()
+    assert state.emitters[1].center.shape == (2, 4)  # per seed, 4 SNES instances of 20
+
+
+def test_es_emitters_resume_bit_identical(tmp_path):
+    from jaxfool.runner import resume_config, run
+
+    config = load_preset(emitters=("mutation", "sep_cma_es"), generations=12, chunk=4, checkpoint_every=4, stop_when_fooled=False)
+    whole = run(config, str(tmp_path / "whole"), progress_bar=False)
+    run(config, str(tmp_path / "part"), progress_bar=False, max_chunks=1)
+    resumed = run(resume_config(str(tmp_path / "part")), str(tmp_path / "part"), resume=True, progress_bar=False)
+    assert whole["seeds"][0]["best_confidence"] == resumed["seeds"][0]["best_confidence"]
+
+
+def test_emitter_config_errors():
+    with pytest.raises(ConfigError, match="unknown emitter 'pso'"):
+        load_preset(emitters=("pso",))
+    with pytest.raises(ConfigError, match="need the direct encoding"):
+        load_preset("mnist-cppn", emitters=("snes",))
+    with pytest.raises(ConfigError, match="below es_population"):
+        build_experiment(load_preset(emitters=("mutation", "snes"), batch=40, es_population=40))
+
+
+def test_single_class_baseline(lenet):
+    result = single_class_baseline(lenet, "snes", population=100, evaluations_per_class=3000, threshold=0.99, classes=(0, 3))
+    assert [c["index"] for c in result["classes"]] == [0, 3]
+    assert all(c["evaluations_to_threshold"] is not None for c in result["classes"])
+    assert result["total_evaluations"] == sum(c["evaluations_to_threshold"] for c in result["classes"])
+    assert all(c["best_confidence"] >= 0.99 for c in result["classes"])
+    ga = single_class_baseline(lenet, "simple_ga", population=50, evaluations_per_class=200, classes=(1,))
+    assert ga["evaluations_per_class"] == 200 and np.shape(ga["history"]) == (3, 1)  # [generations, classes]
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        single_class_baseline(lenet, "cma")
