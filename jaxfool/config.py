@@ -68,6 +68,8 @@ class RunConfig:
     chunk: int = _f(10, "generations per compiled lax.scan chunk (the host is touched between chunks)")
     checkpoint_every: int = _f(100, "checkpoint every this many generations (0: only at the end)")
     score_chunk: int = _f(0, "score at most this many images at once, to bound memory (0: whole batch)")
+    ten_crop: bool = _f(False, "score 10 crops (corners, centre, mirrored) of images rendered larger than the network's input, averaging their softmax (the paper's ImageNet scoring)")
+    render_size: int = _f(0, "side of the evolved images (0: the network's input; with --ten-crop: 8/7 of it, 256 for 224)")
 
     def validate(self) -> RunConfig:
         """Raises :class:`ConfigError` naming the first bad field; returns ``self``."""
@@ -82,7 +84,7 @@ class RunConfig:
             raise ConfigError("evolution-strategy emitters need the direct encoding (real-valued genes)")
         if self.es_population < 2 or self.es_restart < 1 or not self.es_std > 0:
             raise ConfigError("es_population must be >= 2, es_restart >= 1 and es_std > 0")
-        for name in ("checkpoint_every", "score_chunk", "halving_period"):
+        for name in ("checkpoint_every", "score_chunk", "halving_period", "render_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name, choices in (

@@ -56,6 +56,19 @@ def make_encoding(config: RunConfig, image_shape: tuple[int, int, int]) -> tuple
     raise ConfigError(f"unknown encoding {config.encoding!r}")
 
 
+def image_shape(config: RunConfig, classifier: Classifier) -> tuple[int, int, int]:
+    """The evolved images' shape: the network's input, or bigger for 10-crop scoring."""
+    h, w, ch = classifier.input_shape
+    if not config.ten_crop:
+        if config.render_size and config.render_size != h:
+            raise ConfigError(f"render_size {config.render_size} differs from {classifier.name}'s input {h}; it needs --ten-crop")
+        return (h, w, ch)
+    side = config.render_size or (h * 8 + 6) // 7  # 224 -> 256
+    if side < h or h != w:
+        raise ConfigError(f"render_size ({side}) must be at least {classifier.name}'s square input ({h}x{w}) for --ten-crop")
+    return (side, side, ch)
+
+
 def make_emitters(config: RunConfig, encoding: Encoding, budget: int) -> tuple:
     """The emitters a config names, splitting ``budget`` offspring per generation evenly.
 
@@ -128,7 +141,7 @@ def build_experiment(config: RunConfig, classifier: Classifier | None = None) ->
     classifier = classifier or load_classifier(config.classifier)
     check_classifier(classifier)
     cells = classifier.class_indices(config.classes or None)
-    encoding, variation = make_encoding(config, classifier.input_shape)
+    encoding, variation = make_encoding(config, image_shape(config, classifier))
     if config.recombine and not hasattr(encoding, "recombine"):
         raise ConfigError(f"recombine is not available for the {config.encoding} encoding; pass --no-recombine")
     if config.recombine and config.batch <= len(cells):
@@ -138,7 +151,7 @@ def build_experiment(config: RunConfig, classifier: Classifier | None = None) ->
         )
     engine = MapElites(
         encoding=encoding,
-        score_fn=make_score_fn(classifier, cells, chunk_size=config.score_chunk or None),
+        score_fn=make_score_fn(classifier, cells, chunk_size=config.score_chunk or None, ten_crop=config.ten_crop),
         num_cells=len(cells),
         emitters=make_emitters(config, encoding, config.batch - (len(cells) if config.recombine else 0)),
         recombine=config.recombine,

@@ -16,10 +16,23 @@ import jax.numpy as jnp
 from jaxfool.models.classifier import Classifier
 
 
+def ten_crops(images: jax.Array, size: int) -> jax.Array:
+    """The paper's 10 crops: 4 corners and the centre, each also mirrored.
+
+    ``[B, H, W, ch] -> [10, B, size, size, ch]``.
+    """
+    h, w = images.shape[1], images.shape[2]
+    top, left = (h - size) // 2, (w - size) // 2
+    corners = [(0, 0), (0, w - size), (h - size, 0), (h - size, w - size), (top, left)]
+    crops = [images[:, y : y + size, x : x + size] for y, x in corners]
+    return jnp.stack(crops + [c[:, :, ::-1] for c in crops])
+
+
 def make_score_fn(
     classifier: Classifier,
     cells: Sequence[int] | None = None,
     chunk_size: int | None = None,
+    ten_crop: bool = False,
 ):
     """Builds ``score_fn(model_params, images) -> scores``.
 
@@ -28,6 +41,8 @@ def make_score_fn(
       cells: the class index of each archive cell; ``None`` means one cell per class.
       chunk_size: score at most this many images at once (``lax.map`` over chunks) to bound
         activation memory for big networks; ``None`` scores the whole batch at once.
+      ten_crop: score the 10 crops of :func:`ten_crops` (images larger than the network's
+        input) and average their softmax, as the paper scored ImageNet images.
 
     Returns:
       A pure function mapping float32 images ``[B, H, W, ch]`` in [0, 1] to float32
@@ -36,12 +51,20 @@ def make_score_fn(
     cells = jnp.asarray(range(classifier.num_classes) if cells is None else cells, jnp.int32)
     low, high = classifier.value_range
     apply_fn = classifier.apply_fn
+    size = classifier.input_shape[0]
 
-    def score(model_params: Any, images: jax.Array) -> jax.Array:
+    def log_probs(model_params: Any, images: jax.Array) -> jax.Array:
         if (low, high) != (0.0, 1.0):
             images = low + (high - low) * images
-        logits = apply_fn(model_params, images).astype(jnp.float32)
-        return jax.nn.log_softmax(logits, axis=-1)[:, cells]
+        return jax.nn.log_softmax(apply_fn(model_params, images).astype(jnp.float32), axis=-1)
+
+    def score(model_params: Any, images: jax.Array) -> jax.Array:
+        if not ten_crop:
+            return log_probs(model_params, images)[:, cells]
+        crops = ten_crops(images, size)
+        lp = log_probs(model_params, crops.reshape(-1, *crops.shape[2:])).reshape(10, images.shape[0], -1)
+        # log of the mean probability over crops, computed stably
+        return (jax.nn.logsumexp(lp, axis=0) - jnp.log(10.0))[:, cells]
 
     if chunk_size is None:
         return fold_vmap(score)
