@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-import jax
-import jax.numpy as jnp
+import numpy as np
 
 from jaxfool.config import RunConfig
 from jaxfool.encodings import DirectEncoding, DirectParams, Encoding
@@ -124,10 +123,10 @@ class Experiment:
         return list(range(self.config.seed, self.config.seed + self.config.seeds))
 
     @property
-    def stop_fitness(self) -> jax.Array:
-        """log(threshold) when seeds stop once fooled, else +inf."""
-        value = jnp.log(self.config.threshold) if self.config.stop_when_fooled else jnp.inf
-        return jnp.float32(value)
+    def stop_fitness(self) -> np.float32:
+        """log(threshold) when seeds stop once fooled, else +inf (a host scalar: valid on any
+        device and in every process)."""
+        return np.float32(np.log(self.config.threshold) if self.config.stop_when_fooled else np.inf)
 
 
 def build_experiment(config: RunConfig, classifier: Classifier | None = None) -> Experiment:

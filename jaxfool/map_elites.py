@@ -78,6 +78,8 @@ class MapElites:
         the encoding's ``recombine``: the cell's elite plus the summed offspring (of this
         generation) that improved it (needs an encoding with ``recombine``).
       init_size: random images at generation 0 (default: :attr:`batch_size`).
+      batch_sharding: where each generation's offspring live (a ``NamedSharding`` splitting
+        axis 0 over devices, see :mod:`jaxfool.distributed`); ``None``: wherever XLA likes.
 
     Engines compare by identity, so one engine is one compiled program.
     """
@@ -88,6 +90,7 @@ class MapElites:
     emitters: tuple
     recombine: bool = False
     init_size: int | None = None
+    batch_sharding: Any = None
 
     @property
     def batch_size(self) -> int:
@@ -116,6 +119,8 @@ class MapElites:
         ]
         offspring = jax.tree.map(lambda *g: jnp.concatenate(g), *[o[0] for o in emitted])
         parents = jnp.concatenate([o[1] for o in emitted])
+        if self.batch_sharding is not None:
+            offspring = jax.lax.with_sharding_constraint(offspring, self.batch_sharding)
         scores = self.score_fn(params.model, self.encoding.render(offspring))
         n = parents.shape[0]
         all_offspring, all_scores, all_parents = offspring, scores, parents

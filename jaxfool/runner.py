@@ -32,6 +32,7 @@ from jaxfool import checkpointing, pictures
 from jaxfool.regularity import regularity
 from jaxfool.report import write_report
 from jaxfool.config import RunConfig
+from jaxfool.distributed import Plan, is_main_process, make_plan
 from jaxfool.errors import CheckpointError, ConfigError
 from jaxfool.experiment import Experiment, build_experiment
 from jaxfool.map_elites import State, init_seeds, run_generations, seed_keys
@@ -158,23 +159,39 @@ def _render_elites(exp: Experiment):
     return jax.jit(jax.vmap(exp.encoding.render))
 
 
+def _fetch(plan: Plan | None, tree: Any) -> Any:
+    return plan.fetch(tree) if plan is not None else jax.tree.map(np.asarray, tree)
+
+
 def write_outputs(
-    exp: Experiment, state: State, progress: Progress, out_dir: str, wall: float, evals_per_s: float | None, render=None
+    exp: Experiment,
+    state: State,
+    progress: Progress,
+    out_dir: str,
+    wall: float,
+    evals_per_s: float | None,
+    render=None,
+    plan: Plan | None = None,
 ) -> dict:
     """Writes the pictures and ``summary.json`` for the current state; returns the summary.
 
-    ``render`` is a compiled :func:`_render_elites` (built here when not given).
+    ``render`` is a compiled :func:`_render_elites` (built here when not given). Every process
+    computes the summary; only process 0 writes files.
     """
-    archive = jax.device_get(state.archive)
-    images = np.asarray((render or _render_elites(exp))(state.archive.genomes))  # [K, C, H, W, ch]
+    archive = _fetch(plan, state.archive)
+    images = _fetch(plan, (render or _render_elites(exp))(state.archive.genomes))  # [K, C, H, W, ch]
     fitness = np.asarray(archive.fitness, np.float64)
     confidence = np.exp(fitness)
-    generations = np.asarray(state.generation)
+    generations = _fetch(plan, state.generation)
+    write = is_main_process()
 
-    pictures.save_elites(out_dir, images, exp.cells, exp.cell_names, exp.seeds, np.asarray(archive.filled))
+    if write:
+        pictures.save_elites(out_dir, images, exp.cells, exp.cell_names, exp.seeds, np.asarray(archive.filled))
 
     title = f"{exp.classifier.name}, {exp.config.encoding} encoding"
-    if len(exp.seeds) == 1 or len(exp.cells) <= 20:
+    if not write:
+        pass
+    elif len(exp.seeds) == 1 or len(exp.cells) <= 20:
         pictures.elites_grid(
             os.path.join(out_dir, "elites.png"), images, confidence, exp.cell_names,
             row_labels=[f"seed {s}" for s in exp.seeds] if len(exp.seeds) > 1 else None, title=title,
@@ -186,7 +203,7 @@ def write_outputs(
                 exp.cell_names, title=f"{title}, seed {s}",
             )
 
-    history = _read_history(os.path.join(out_dir, "metrics.jsonl"), progress.generation)
+    history = _read_history(os.path.join(out_dir, "metrics.jsonl"), progress.generation) if write else []
     if history:
         gens, values, per_cell = _history_arrays(history)
         pictures.progress_plot(
@@ -223,9 +240,10 @@ def write_outputs(
         "all_fooled": all(s["classes_fooled"] == len(exp.cells) for s in seeds),
         "seeds": seeds,
     }
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    write_report(out_dir)
+    if write:
+        with open(os.path.join(out_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        write_report(out_dir)
     return summary
 
 
@@ -253,6 +271,7 @@ def run(
     resume: bool = False,
     progress_bar: bool = True,
     max_chunks: int | None = None,
+    shard: str = "auto",
 ) -> dict:
     """Runs (or resumes) MAP-Elites until every seed is fooled or hits the generation cap.
 
@@ -263,12 +282,18 @@ def run(
         was killed before its first checkpoint).
       progress_bar: show a tqdm bar on stderr.
       max_chunks: stop after this many chunks (tests of interruption); the run stays resumable.
+      shard: how to lay the run out over several devices (:func:`jaxfool.distributed.make_plan`):
+        "auto", "none", "seeds" or "batch". The archive is the same whatever the layout.
 
     Returns:
       the summary (also written to ``summary.json``).
     """
     exp = exp if isinstance(exp, Experiment) else build_experiment(exp)
     config = exp.config
+    plan = make_plan(shard, len(exp.seeds), exp.engine.batch_size)
+    if plan is not None and plan.batch_sharding is not None:
+        exp = dataclasses.replace(exp, engine=dataclasses.replace(exp.engine, batch_sharding=plan.batch_sharding))
+    write = is_main_process()
     os.makedirs(out_dir, exist_ok=True)
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     metrics_path = os.path.join(out_dir, "metrics.jsonl")
@@ -276,41 +301,51 @@ def run(
 
     keys = seed_keys(exp.seeds)
     stop_fitness, cap = exp.stop_fitness, np.int32(config.generations)
-    # Compile the chunk program on a second thread while generation 0 compiles and runs here:
-    # XLA compiles outside the GIL, and short runs are mostly compilation.
-    like = jax.eval_shape(functools.partial(init_seeds, exp.engine), exp.params, keys)
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        compiling = pool.submit(
-            lambda: (
-                run_generations.lower(exp.engine, exp.params, like, keys, config.chunk, stop_fitness, cap).compile(),
-                _render_elites(exp).lower(like.archive.genomes).compile(),
+    params = exp.params
+    render = _render_elites(exp)
+    if plan is None:
+        # Compile the chunk program on a second thread while generation 0 compiles and runs
+        # here: XLA compiles outside the GIL, and short runs are mostly compilation.
+        like = jax.eval_shape(functools.partial(init_seeds, exp.engine), params, keys)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            compiling = pool.submit(
+                lambda: (
+                    run_generations.lower(exp.engine, params, like, keys, config.chunk, stop_fitness, cap).compile(),
+                    render.lower(like.archive.genomes).compile(),
+                )
             )
-        )
-        state = init_seeds(exp.engine, exp.params, keys)
-        chunk_fn, render = compiling.result()
+            state = init_seeds(exp.engine, params, keys)
+            chunk_fn, render = compiling.result()
+    else:
+        state = plan.place(init_seeds(exp.engine, params, keys))
+        keys = plan.place(keys)
+        params = plan.place(params, plan.replicated)
+        def chunk_fn(p, s, k, stop, max_generation):
+            return run_generations(exp.engine, p, s, k, config.chunk, stop, max_generation)
     num_seeds, num_cells = len(exp.seeds), len(exp.cells)
     progress = Progress(0, {t: np.full((num_seeds, num_cells), -1, np.int64) for t in _thresholds(config)})
     if resume and checkpointing.latest_step(ckpt_dir) is not None:
         step, state, host = checkpointing.restore_checkpoint(ckpt_dir, state)
         progress = Progress.from_json(host)
-        history = _read_history(metrics_path, step)
-        with open(metrics_path, "w") as f:
-            f.writelines(json.dumps(h) + "\n" for h in history)
+        if write:
+            history = _read_history(metrics_path, step)
+            with open(metrics_path, "w") as f:
+                f.writelines(json.dumps(h) + "\n" for h in history)
     else:
-        with open(os.path.join(out_dir, "config.json"), "w") as f:
-            json.dump(config.to_dict(), f, indent=2)
-        fitness0 = np.asarray(state.archive.fitness)
+        fitness0 = _fetch(plan, state.archive.fitness)
         _update_reached(progress, fitness0[None], np.zeros((1, num_seeds), np.int64))
-        with open(metrics_path, "w") as f:
-            f.write(_metrics_line(0, exp, np.zeros(num_seeds, int), fitness0))
+        if write:
+            with open(os.path.join(out_dir, "config.json"), "w") as f:
+                json.dump(config.to_dict(), f, indent=2)
+            with open(metrics_path, "w") as f:
+                f.write(_metrics_line(0, exp, np.zeros(num_seeds, int), fitness0))
 
     def finished(s: State) -> bool:
-        g = np.asarray(s.generation)
-        done = (np.asarray(s.archive.fitness) >= float(stop_fitness)).all(-1)
-        return bool(((g >= config.generations) | done).all())
+        g, f = _fetch(plan, (s.generation, s.archive.fitness))
+        return bool(((g >= config.generations) | (f >= float(stop_fitness)).all(-1)).all())
 
     bar = None
-    if progress_bar:
+    if progress_bar and write:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=config.generations, initial=min(progress.generation, config.generations), unit="gen", dynamic_ncols=True)
@@ -318,20 +353,20 @@ def run(
     last_saved = progress.generation
     try:
         while not finished(state) and (max_chunks is None or chunks < max_chunks):
-            before = np.asarray(state.generation)
-            new_state, metrics = chunk_fn(exp.params, state, keys, stop_fitness, cap)
-            fitness = np.asarray(metrics.fitness)  # [n, K, C]; waits for the chunk
-            gens = np.asarray(metrics.generation)  # [n, K]
+            before = _fetch(plan, state.generation)
+            new_state, metrics = chunk_fn(params, state, keys, stop_fitness, cap)
+            fitness, gens = _fetch(plan, (metrics.fitness, metrics.generation))  # [n, K, C], [n, K]
             state = new_state
             chunks += 1
             if loop_start is None:  # the first chunk pays for compilation
                 loop_start = time.perf_counter()
             else:
                 loop_evals += int((gens[-1] - before).sum()) * config.batch
-            with open(metrics_path, "a") as f:
-                for i in range(gens.shape[0]):
-                    if (gens[i] > (gens[i - 1] if i else before)).any():
-                        f.write(_metrics_line(progress.generation + i + 1, exp, gens[i], fitness[i]))
+            if write:
+                with open(metrics_path, "a") as f:
+                    for i in range(gens.shape[0]):
+                        if (gens[i] > (gens[i - 1] if i else before)).any():
+                            f.write(_metrics_line(progress.generation + i + 1, exp, gens[i], fitness[i]))
             _update_reached(progress, fitness, gens)
             progress.generation += gens.shape[0]
             if config.checkpoint_every and progress.generation - last_saved >= config.checkpoint_every:
@@ -344,7 +379,7 @@ def run(
                 bar.update(min(progress.generation, config.generations) - bar.n)
     except KeyboardInterrupt:
         _save(ckpt_dir, state, progress, start)
-        write_outputs(exp, state, progress, out_dir, progress.elapsed + time.perf_counter() - start, None, render)
+        write_outputs(exp, state, progress, out_dir, progress.elapsed + time.perf_counter() - start, None, render, plan)
         raise
     finally:
         if bar is not None:
@@ -352,7 +387,7 @@ def run(
     _save(ckpt_dir, state, progress, start)
     loop_time = time.perf_counter() - loop_start if loop_start else 0.0
     evals_per_s = loop_evals / loop_time if loop_evals and loop_time > 0 else None
-    return write_outputs(exp, state, progress, out_dir, progress.elapsed + time.perf_counter() - start, evals_per_s, render)
+    return write_outputs(exp, state, progress, out_dir, progress.elapsed + time.perf_counter() - start, evals_per_s, render, plan)
 
 
 def _save(ckpt_dir: str, state: State, progress: Progress, start: float) -> None:

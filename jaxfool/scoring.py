@@ -82,12 +82,14 @@ def make_score_fn(
 
 
 def fold_vmap(fn):
-    """Makes ``vmap`` of ``fn(model_params, images [B, ...]) -> [B, C]`` call ``fn`` once on the
-    folded batch ``[K*B, ...]`` instead of batching every layer.
+    """Makes ``vmap`` of ``fn(model_params, images [B, ...]) -> [B, C]`` (over seeds) run ``fn``
+    on one ``[B, ...]`` batch at a time in a ``lax.map``, instead of batching every layer.
 
     XLA CPU runs a convolution followed by pooling up to 5x slower on a ``[K, B, H, W, C]``
-    batch than on ``[K*B, H, W, C]``; the runs of many seeds are vmapped, so this matters.
-    Where the model parameters themselves are batched, ordinary batching is used.
+    batch than on ``[B, H, W, C]`` ones. Keeping every forward pass at shape ``[B, ...]`` also
+    makes results independent of how many seeds a device holds: XLA may round the last bit
+    differently for another batch shape, and a run must give the same archive on 1 or 8
+    devices. Where the model parameters themselves are batched, ordinary batching is used.
     """
     wrapped = jax.custom_batching.custom_vmap(fn)
 
@@ -97,7 +99,6 @@ def fold_vmap(fn):
         if any(jax.tree.leaves(params_batched)) or not images_batched:
             in_axes = (jax.tree.map(lambda b: 0 if b else None, params_batched), 0 if images_batched else None)
             return jax.vmap(fn, in_axes=in_axes)(model_params, images), True
-        out = wrapped(model_params, images.reshape(-1, *images.shape[2:]))
-        return out.reshape(axis_size, -1, *out.shape[1:]), True
+        return jax.lax.map(lambda x: wrapped(model_params, x), images), True
 
     return wrapped

@@ -13,6 +13,8 @@ import time
 
 from jaxfool.cli import add_config_flags, enable_compilation_cache, overrides_from_args, run_main
 from jaxfool.config import RunConfig
+from jaxfool.distributed import initialize, is_main_process
+from jaxfool.errors import ConfigError
 from jaxfool.presets import DEFAULT, available, describe, load_preset
 from jaxfool.runner import resume_config, run
 
@@ -32,9 +34,18 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="run directory (default: runs/<preset>-<timestamp>)")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--shard", default="auto", help="layout over several devices: auto | none | seeds | batch (default: auto)")
+    parser.add_argument("--distributed", action="store_true", help="join a multi-process run (jax.distributed; SLURM, Open MPI and TPU pods are detected)")
+    parser.add_argument("--coordinator", default=None, help="with --distributed: host:port of process 0")
+    parser.add_argument("--num-processes", type=int, default=None, help="with --distributed: number of processes")
+    parser.add_argument("--process-id", type=int, default=None, help="with --distributed: this process's index")
     add_config_flags(parser, RunConfig, defaults)
     args = parser.parse_args()
     overrides = overrides_from_args(args, RunConfig)
+    if args.distributed:
+        initialize(args.coordinator, args.num_processes, args.process_id)
+    elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
+        raise ConfigError("--coordinator, --num-processes and --process-id need --distributed")
 
     if args.resume:
         config, out_dir = resume_config(args.resume, **overrides), args.resume
@@ -42,12 +53,16 @@ def main() -> int:
         config = load_preset(args.preset, **overrides)
         out_dir = args.out or os.path.join("runs", f"{args.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
     enable_compilation_cache()
-    print(f"run directory: {out_dir}", file=sys.stderr)
+    main_process = is_main_process()
+    if main_process:
+        print(f"run directory: {out_dir}", file=sys.stderr)
     try:
-        summary = run(config, out_dir, resume=bool(args.resume), progress_bar=not args.quiet)
+        summary = run(config, out_dir, resume=bool(args.resume), progress_bar=not args.quiet, shard=args.shard)
     except KeyboardInterrupt:
         print(f"interrupted; checkpoint saved. Continue with: python scripts/run.py --resume {out_dir}", file=sys.stderr)
         return 130
+    if not main_process:
+        return 0
     for s in summary["seeds"]:
         to = s[f"generations_to_{config.threshold:g}"]
         reached = f"all {len(summary['classes'])} classes >= {100 * config.threshold:g}% at generation {to}" if to is not None else (

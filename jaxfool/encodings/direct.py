@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxfool.encodings.color import to_rgb
-from jaxfool.encodings.variation import halved_rate, polynomial_mutation, sbx_crossover
+from jaxfool.encodings.variation import halved_rate, polynomial_delta, sbx_crossover
 
 
 @struct.dataclass
@@ -62,8 +62,12 @@ class DirectEncoding:
 
     def mutate(self, key: jax.Array, genomes: jax.Array, generation: jax.Array, params: DirectParams) -> jax.Array:
         rate = halved_rate(params.mutation_rate, generation, params.halving_period)
-        genes = polynomial_mutation(key, _to_unit(genomes), rate, params.mutation_eta)
-        return _to_uint8(genes)
+        delta = polynomial_delta(key, genomes.shape, rate, params.mutation_eta)
+        # In pixel units: round(255 x + 255 delta) = pixel + round(255 delta), and with nothing
+        # between the multiply and the rounding, no fused multiply-add can move a pixel by one
+        # on another device layout.
+        moved = genomes.astype(jnp.int32) + jnp.round(255.0 * delta).astype(jnp.int32)
+        return jnp.clip(moved, 0, 255).astype(jnp.uint8)
 
     def crossover(self, key: jax.Array, genomes: jax.Array, mates: jax.Array, params: DirectParams) -> jax.Array:
         n = genomes.shape[0]
@@ -100,8 +104,12 @@ class DirectEncoding:
         # the float32 sums are exact in any order (no dependence on batching or devices).
         e = elites.astype(jnp.float32).reshape(elites.shape[0], -1)
         o = offspring.astype(jnp.float32).reshape(offspring.shape[0], -1)
-        step = weights.T @ o - weights.sum(axis=0)[:, None] * e
-        return jnp.clip(jnp.round(e + params.recombine_scale * step), 0, 255).astype(jnp.uint8).reshape(elites.shape)
+        # HIGHEST: full float32 even where matmuls default to TF32 (GPUs), so sums stay exact.
+        total = jnp.matmul(weights.T, o, precision=jax.lax.Precision.HIGHEST)
+        step = total - weights.sum(axis=0)[:, None] * e
+        # Round the scaled step before adding: no multiply-add for XLA to fuse differently.
+        moved = e + jnp.round(params.recombine_scale * step)
+        return jnp.clip(moved, 0, 255).astype(jnp.uint8).reshape(elites.shape)
 
     def genes(self, genomes: jax.Array) -> jax.Array:
         """uint8 ``[n, H, W, ch]`` -> float32 ``[n, D]`` in [0, 1] (for evolution strategies)."""

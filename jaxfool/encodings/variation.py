@@ -39,38 +39,34 @@ def hash_uniform(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     return ((bits >> 8).astype(jnp.float32) * (1.0 / 16777216.0)).reshape(shape)
 
 
+def polynomial_delta(key: jax.Array, shape: tuple[int, ...], rate: jax.Array, eta: jax.Array) -> jax.Array:
+    """The moves of Deb's polynomial mutation (Sferes2's ``evo_float``): float32 ``shape``.
+
+    Each gene mutates with probability ``rate``; a mutated gene moves by
+    ``delta = (2r)^(1/(eta+1)) - 1`` if ``r < 0.5`` else ``1 - (2(1-r))^(1/(eta+1))`` for
+    ``r ~ U(0, 1)`` (0 for the others). Larger ``eta`` means smaller steps (eta 15: mean
+    |delta| ~ 0.06). One uniform draw ``u`` (from :func:`hash_uniform`) serves both decisions:
+    given ``u < rate``, ``u / rate`` is again uniform on [0, 1).
+    """
+    u = hash_uniform(key, shape)
+    r = u / jnp.maximum(rate, jnp.finfo(jnp.float32).tiny)
+    low = r < 0.5
+    # One exp(log) for both branches: pow is ~4x dearer on CPU and runs on every gene.
+    magnitude = jnp.exp(jnp.log(jnp.where(low, 2.0 * r, 2.0 - 2.0 * r)) / (eta + 1.0))
+    return jnp.where(u < rate, jnp.where(low, magnitude - 1.0, 1.0 - magnitude), 0.0)
+
+
 def polynomial_mutation(key: jax.Array, x: jax.Array, rate: jax.Array, eta: jax.Array) -> jax.Array:
-    """Deb's polynomial mutation as in Sferes2: each gene mutates with probability ``rate``.
+    """Polynomial mutation of genes ``x`` in [0, 1] (any shape): ``clip(x + delta, 0, 1)``.
 
-    A mutated gene moves by ``delta`` where, for ``r ~ U(0, 1)``,
-    ``delta = (2r)^(1/(eta+1)) - 1`` if ``r < 0.5`` else ``1 - (2(1-r))^(1/(eta+1))``,
-    then is clipped to [0, 1]. Larger ``eta`` means smaller steps (eta 15: mean |delta| ~ 0.06).
-
-    One uniform draw ``u`` (from :func:`hash_uniform`) serves both decisions: given
-    ``u < rate``, ``u / rate`` is again uniform on [0, 1).
-
-    Args:
-      key: PRNG key.
-      x: float32 genes in [0, 1], any shape.
-      rate: per-gene mutation probability, scalar.
-      eta: distribution index, scalar.
-
-    Returns:
-      float32 array like ``x``.
+    See :func:`polynomial_delta`.
 
     >>> import jax, jax.numpy as jnp
     >>> y = polynomial_mutation(jax.random.key(0), jnp.full((1000,), 0.5), 0.1, 15.0)
     >>> bool(((y != 0.5).mean() < 0.15) & ((y >= 0) & (y <= 1)).all())
     True
     """
-    u = hash_uniform(key, x.shape)
-    mutate = u < rate
-    r = u / jnp.maximum(rate, jnp.finfo(jnp.float32).tiny)
-    low = r < 0.5
-    # One exp(log) for both branches: pow is ~4x dearer on CPU and runs on every gene.
-    magnitude = jnp.exp(jnp.log(jnp.where(low, 2.0 * r, 2.0 - 2.0 * r)) / (eta + 1.0))
-    delta = jnp.where(low, magnitude - 1.0, 1.0 - magnitude)
-    return jnp.clip(jnp.where(mutate, x + delta, x), 0.0, 1.0)
+    return jnp.clip(x + polynomial_delta(key, x.shape, rate, eta), 0.0, 1.0)
 
 
 def sbx_crossover(key: jax.Array, a: jax.Array, b: jax.Array, rate: jax.Array, eta: jax.Array) -> jax.Array:

@@ -1,0 +1,81 @@
+"""Same config, same seed: the same archive on 1 device, 8 devices and 2 processes."""
+
+import os
+import socket
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from jaxfool import checkpointing
+from jaxfool.errors import ConfigError
+from jaxfool.distributed import make_plan
+from jaxfool.experiment import build_experiment
+from jaxfool.map_elites import init_seeds, seed_keys
+from jaxfool.presets import load_preset
+
+FLAGS = ["--seeds", "4", "--generations", "12", "--chunk", "4", "--no-stop-when-fooled", "--quiet"]
+
+
+def _run(out, *extra, devices=1, env=None):
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "JAXFOOL_CACHE": "off", **(env or {})}
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "run.py"), *FLAGS, "--out", str(out), *extra],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _final_state(out):
+    exp = build_experiment(load_preset(seeds=4, generations=12, chunk=4, stop_when_fooled=False))
+    like = init_seeds(exp.engine, exp.params, seed_keys(exp.seeds))
+    return checkpointing.restore_checkpoint(os.path.join(out, "checkpoints"), like)[1]
+
+
+def _assert_same(a, b):
+    for x, y in zip(jax.tree.leaves(_final_state(a)), jax.tree.leaves(_final_state(b))):
+        np.testing.assert_array_equal(x, y)
+
+
+@pytest.fixture(scope="module")
+def one_device(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one")
+    proc = _run(out)
+    assert proc.wait(600) == 0, proc.stderr.read()
+    return out
+
+
+@pytest.mark.parametrize("shard,devices", [("batch", 8), ("seeds", 4)])
+def test_many_devices_give_identical_archives(one_device, tmp_path, shard, devices):
+    proc = _run(tmp_path, "--shard", shard, devices=devices)
+    assert proc.wait(600) == 0, proc.stderr.read()
+    import json
+
+    assert json.load(open(tmp_path / "summary.json"))["device"]["count"] == devices
+    _assert_same(one_device, tmp_path)
+
+
+def test_two_processes_give_identical_archives(one_device, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    common = ["--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+    procs = [_run(tmp_path, *common, "--process-id", str(i), devices=2) for i in (0, 1)]
+    for p in procs:
+        assert p.wait(600) == 0, p.stderr.read()
+    import json
+
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["device"]["processes"] == 2 and summary["device"]["count"] == 4
+    _assert_same(one_device, tmp_path)
+
+
+def test_plans():
+    assert make_plan("auto", 4, 200) is None  # one device here
+    with pytest.raises(ConfigError, match="unknown sharding 'rows'"):
+        make_plan("rows", 4, 200)
+
+
+def test_distributed_flags_need_each_other(tmp_path):
+    proc = _run(tmp_path, "--coordinator", "127.0.0.1:1")
+    assert proc.wait(60) == 2 and "need --distributed" in proc.stderr.read()
