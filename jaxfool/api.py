@@ -14,7 +14,6 @@ logits ``[N, num_classes]``; it must be a pure JAX function (it is jitted and vm
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 import tempfile
 import weakref

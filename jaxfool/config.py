@@ -12,6 +12,7 @@ from typing import Any
 
 from jaxfool.errors import ConfigError
 from jaxfool.emitters import ES_STRATEGIES, SELECTIONS
+from jaxfool.cli import option
 
 EMITTERS = ("mutation", *ES_STRATEGIES)
 
@@ -19,57 +20,53 @@ ENCODINGS = ("direct", "cppn")
 COLOR_SPACES = ("rgb", "hsv", "hls")
 
 
-def _f(default: Any, help: str, **kw) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help, **kw})
-
-
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
     """A MAP-Elites fooling run."""
 
     # What to fool.
-    classifier: str = _f("lenet-mnist", "registered name, checkpoint path, or module:factory")
-    classes: tuple[str, ...] = _f((), "cells for these classes only (names or indices, comma-separated); empty: all")
+    classifier: str = option("lenet-mnist", "registered name, checkpoint path, or module:factory")
+    classes: tuple[str, ...] = option((), "cells for these classes only (names or indices, comma-separated); empty: all")
     # How images are encoded.
-    encoding: str = _f("direct", f"genome encoding: {' | '.join(ENCODINGS)}")
-    color_space: str = _f("rgb", f"for colour images, what the genes mean: {' | '.join(COLOR_SPACES)}")
+    encoding: str = option("direct", f"genome encoding: {' | '.join(ENCODINGS)}")
+    color_space: str = option("rgb", f"for colour images, what the genes mean: {' | '.join(COLOR_SPACES)}")
     # Budget and stopping.
-    batch: int = _f(200, "offspring per generation (and random images at generation 0)")
-    generations: int = _f(1000, "generation cap")
-    seed: int = _f(0, "first seed")
-    seeds: int = _f(1, "independent runs (seeds seed..seed+seeds-1) vmapped in one program")
-    threshold: float = _f(0.9999, "confidence that counts as fooled")
-    stop_when_fooled: bool = _f(True, "stop a seed once every cell reaches --threshold")
+    batch: int = option(200, "offspring per generation (and random images at generation 0)")
+    generations: int = option(1000, "generation cap")
+    seed: int = option(0, "first seed")
+    seeds: int = option(1, "independent runs (seeds seed..seed+seeds-1) vmapped in one program")
+    threshold: float = option(0.9999, "confidence that counts as fooled")
+    stop_when_fooled: bool = option(True, "stop a seed once every cell reaches --threshold")
     # Selection and variation.
-    selection: str = _f("unfooled", f"parent selection: {' | '.join(SELECTIONS)}")
-    emitters: tuple[str, ...] = _f(("mutation",), f"offspring sources splitting the batch: {', '.join(EMITTERS)} (e.g. mutation,snes)")
-    es_population: int = _f(20, "evolution-strategy emitters: offspring per instance per generation")
-    es_std: float = _f(0.1, "evolution-strategy emitters: initial search width (genes in [0, 1])")
-    es_restart: int = _f(10, "evolution-strategy emitters: generations without improvement before moving to another elite")
-    recombine: bool = _f(True, "spend C evaluations per generation on each cell's elite plus its summed improving mutations")
-    recombine_scale: float = _f(0.7, "step along the summed improving mutations")
-    mutation_rate: float = _f(0.1, "per-gene mutation probability")
-    mutation_eta: float = _f(15.0, "polynomial mutation distribution index (larger: smaller steps)")
-    crossover_rate: float = _f(0.0, "probability of SBX crossover between two parents (0: off)")
-    crossover_eta: float = _f(10.0, "SBX distribution index")
-    halving_period: int = _f(0, "halve the mutation rate every this many generations (0: never)")
+    selection: str = option("unfooled", f"parent selection: {' | '.join(SELECTIONS)}")
+    emitters: tuple[str, ...] = option(("mutation",), f"offspring sources splitting the batch: {', '.join(EMITTERS)} (e.g. mutation,snes)")
+    es_population: int = option(20, "evolution-strategy emitters: offspring per instance per generation")
+    es_std: float = option(0.1, "evolution-strategy emitters: initial search width (genes in [0, 1])")
+    es_restart: int = option(10, "evolution-strategy emitters: generations without improvement before moving to another elite")
+    recombine: bool = option(True, "spend C evaluations per generation on each cell's elite plus its summed improving mutations")
+    recombine_scale: float = option(0.7, "step along the summed improving mutations")
+    mutation_rate: float = option(0.1, "per-gene mutation probability")
+    mutation_eta: float = option(15.0, "polynomial mutation distribution index (larger: smaller steps)")
+    crossover_rate: float = option(0.0, "probability of SBX crossover between two parents (0: off)")
+    crossover_eta: float = option(10.0, "SBX distribution index")
+    halving_period: int = option(0, "halve the mutation rate every this many generations (0: never)")
     # CPPN encoding (the paper's code's rates; ignored by the direct encoding).
-    max_hidden: int = _f(12, "CPPN: hidden node slots")
-    max_conns: int = _f(48, "CPPN: connection slots")
-    activations: tuple[str, ...] = _f(("sine", "sigmoid", "gaussian", "linear"), "CPPN: node functions (also: cosine, tanh, abs, square)")
-    weight_range: float = _f(10.0, "CPPN: weights and biases in [-range, range]")
-    add_conn_rate: float = _f(0.5, "CPPN: probability of adding a connection per offspring")
-    del_conn_rate: float = _f(0.3, "CPPN: probability of deleting a connection per offspring")
-    add_node_rate: float = _f(0.5, "CPPN: probability of splitting a connection with a new node per offspring")
-    del_node_rate: float = _f(0.2, "CPPN: probability of deleting a hidden node per offspring")
-    change_conn_rate: float = _f(0.5, "CPPN: per connection, probability of rewiring it (at most one per offspring)")
-    activation_rate: float = _f(0.1, "CPPN: per node, probability of resampling its function")
+    max_hidden: int = option(12, "CPPN: hidden node slots")
+    max_conns: int = option(48, "CPPN: connection slots")
+    activations: tuple[str, ...] = option(("sine", "sigmoid", "gaussian", "linear"), "CPPN: node functions (also: cosine, tanh, abs, square)")
+    weight_range: float = option(10.0, "CPPN: weights and biases in [-range, range]")
+    add_conn_rate: float = option(0.5, "CPPN: probability of adding a connection per offspring")
+    del_conn_rate: float = option(0.3, "CPPN: probability of deleting a connection per offspring")
+    add_node_rate: float = option(0.5, "CPPN: probability of splitting a connection with a new node per offspring")
+    del_node_rate: float = option(0.2, "CPPN: probability of deleting a hidden node per offspring")
+    change_conn_rate: float = option(0.5, "CPPN: per connection, probability of rewiring it (at most one per offspring)")
+    activation_rate: float = option(0.1, "CPPN: per node, probability of resampling its function")
     # Execution.
-    chunk: int = _f(10, "generations per compiled lax.scan chunk (the host is touched between chunks)")
-    checkpoint_every: int = _f(100, "checkpoint every this many generations (0: only at the end)")
-    score_chunk: int = _f(0, "score at most this many images at once, to bound memory (0: whole batch)")
-    ten_crop: bool = _f(False, "score 10 crops (corners, centre, mirrored) of images rendered larger than the network's input, averaging their softmax (the paper's ImageNet scoring)")
-    render_size: int = _f(0, "side of the evolved images (0: the network's input; with --ten-crop: 8/7 of it, 256 for 224)")
+    chunk: int = option(10, "generations per compiled lax.scan chunk (the host is touched between chunks)")
+    checkpoint_every: int = option(100, "checkpoint every this many generations (0: only at the end)")
+    score_chunk: int = option(0, "score at most this many images at once, to bound memory (0: whole batch)")
+    ten_crop: bool = option(False, "score 10 crops (corners, centre, mirrored) of images rendered larger than the network's input, averaging their softmax (the paper's ImageNet scoring)")
+    render_size: int = option(0, "side of the evolved images (0: the network's input; with --ten-crop: 8/7 of it, 256 for 224)")
 
     def validate(self) -> RunConfig:
         """Raises :class:`ConfigError` naming the first bad field; returns ``self``."""

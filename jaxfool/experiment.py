@@ -16,19 +16,15 @@ from jaxfool.models import Classifier, check_classifier, load_classifier
 from jaxfool.scoring import make_score_fn
 
 
+def _params(cls: type, config: RunConfig):
+    """An encoding's traced parameters: its fields share their names with the config's."""
+    return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+
 def make_encoding(config: RunConfig, image_shape: tuple[int, int, int]) -> tuple[Encoding, object]:
     """The encoding a config names, and its traced parameters."""
     if config.encoding == "direct":
-        encoding = DirectEncoding(tuple(image_shape), color_space=config.color_space)
-        params = DirectParams(
-            mutation_rate=config.mutation_rate,
-            mutation_eta=config.mutation_eta,
-            crossover_rate=config.crossover_rate,
-            crossover_eta=config.crossover_eta,
-            halving_period=config.halving_period,
-            recombine_scale=config.recombine_scale,
-        )
-        return encoding, params
+        return DirectEncoding(tuple(image_shape), color_space=config.color_space), _params(DirectParams, config)
     if config.encoding == "cppn":
         needed = 4 * (1 if image_shape[-1] == 1 else 3)
         if config.max_conns < needed:
@@ -40,18 +36,7 @@ def make_encoding(config: RunConfig, image_shape: tuple[int, int, int]) -> tuple
             max_conns=config.max_conns,
             activations=tuple(config.activations),
         )
-        params = CPPNParams(
-            mutation_rate=config.mutation_rate,
-            mutation_eta=config.mutation_eta,
-            weight_range=config.weight_range,
-            add_conn_rate=config.add_conn_rate,
-            del_conn_rate=config.del_conn_rate,
-            add_node_rate=config.add_node_rate,
-            del_node_rate=config.del_node_rate,
-            change_conn_rate=config.change_conn_rate,
-            activation_rate=config.activation_rate,
-        )
-        return encoding, params
+        return encoding, _params(CPPNParams, config)
     raise ConfigError(f"unknown encoding {config.encoding!r}")
 
 

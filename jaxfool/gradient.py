@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -26,27 +25,24 @@ from flax import struct
 from jaxfool.encodings.base import quantize
 from jaxfool.errors import ConfigError
 from jaxfool.models.classifier import Classifier
+from jaxfool.cli import option
 
 STARTS = ("mean", "blank", "random")
-
-
-def _f(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass(frozen=True)
 class GradientConfig:
     """Settings of :func:`gradient_ascent`."""
 
-    steps: int = _f(1000, "maximum optimiser steps")
-    learning_rate: float = _f(0.05, "Adam step size (pixels in [0, 1])")
-    start: str = _f("mean", f"start image: {' | '.join(STARTS)} (mean: the training set's mean image, else gray)")
-    threshold: float = _f(0.9999, "a class stops once its 8-bit image reaches this confidence")
-    l2_decay: float = _f(0.0, "weight of the squared distance to the start image")
-    blur_every: int = _f(0, "blur the images every this many steps (0: never)")
-    blur_sigma: float = _f(0.5, "Gaussian blur width in pixels")
-    jitter: int = _f(0, "shift the images by up to this many pixels before each step (0: never)")
-    seed: int = _f(0, "random start and jitter")
+    steps: int = option(1000, "maximum optimiser steps")
+    learning_rate: float = option(0.05, "Adam step size (pixels in [0, 1])")
+    start: str = option("mean", f"start image: {' | '.join(STARTS)} (mean: the training set's mean image, else gray)")
+    threshold: float = option(0.9999, "a class stops once its 8-bit image reaches this confidence")
+    l2_decay: float = option(0.0, "weight of the squared distance to the start image")
+    blur_every: int = option(0, "blur the images every this many steps (0: never)")
+    blur_sigma: float = option(0.5, "Gaussian blur width in pixels")
+    jitter: int = option(0, "shift the images by up to this many pixels before each step (0: never)")
+    seed: int = option(0, "random start and jitter")
 
     def validate(self) -> GradientConfig:
         if self.steps < 1:

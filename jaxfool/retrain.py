@@ -34,30 +34,27 @@ from jaxfool.presets import load_preset
 from jaxfool.runner import run
 from jaxfool.training import TrainConfig, accuracy, predict, train_classifier
 from jaxfool.transfer import load_elites
+from jaxfool.cli import option
 
 FOOLING = "fooling"
 NUM_REAL = 10
-
-
-def _f(default: Any, help: str) -> Any:
-    return dataclasses.field(default=default, metadata={"help": help})
 
 
 @dataclasses.dataclass(frozen=True)
 class RetrainConfig:
     """Settings of :func:`retrain`."""
 
-    iterations: int = _f(15, "networks to evolve against (the paper: 15 on MNIST)")
-    classifier: str = _f("lenet-mnist", "DNN_1")
-    preset: str = _f("mnist-direct-fast", "evolution preset (mnist-direct-fast, mnist-direct, mnist-cppn)")
-    seeds: int = _f(100, "MAP-Elites runs per iteration (each gives one image per class)")
-    generations: int = _f(200, "generation cap of each evolution")
-    holdout: float = _f(0.1, "fraction of each iteration's fooling images kept for testing later networks")
-    fooling_per_class: int = _f(6000, "images of class n+1 per training (drawn from the pool, as many as a real class)")
-    epochs: int = _f(4, "training epochs per network")
-    num_train: int = _f(0, "real training images used (0: all 60 000; for quick tests)")
-    score_chunk: int = _f(8192, "images scored at once during evolution (bounds memory with many seeds)")
-    seed: int = _f(0, "seeds evolution, holdout split, sampling and training")
+    iterations: int = option(15, "networks to evolve against (the paper: 15 on MNIST)")
+    classifier: str = option("lenet-mnist", "DNN_1")
+    preset: str = option("mnist-direct-fast", "evolution preset (mnist-direct-fast, mnist-direct, mnist-cppn)")
+    seeds: int = option(100, "MAP-Elites runs per iteration (each gives one image per class)")
+    generations: int = option(200, "generation cap of each evolution")
+    holdout: float = option(0.1, "fraction of each iteration's fooling images kept for testing later networks")
+    fooling_per_class: int = option(6000, "images of class n+1 per training (drawn from the pool, as many as a real class)")
+    epochs: int = option(4, "training epochs per network")
+    num_train: int = option(0, "real training images used (0: all 60 000; for quick tests)")
+    score_chunk: int = option(8192, "images scored at once during evolution (bounds memory with many seeds)")
+    seed: int = option(0, "seeds evolution, holdout split, sampling and training")
 
     def validate(self) -> RetrainConfig:
         for name in ("iterations", "seeds", "generations", "fooling_per_class", "epochs"):

@@ -272,6 +272,7 @@ def run(
     progress_bar: bool = True,
     max_chunks: int | None = None,
     shard: str = "auto",
+    time_limit: float | None = None,
 ) -> dict:
     """Runs (or resumes) MAP-Elites until every seed is fooled or hits the generation cap.
 
@@ -282,6 +283,8 @@ def run(
         was killed before its first checkpoint).
       progress_bar: show a tqdm bar on stderr.
       max_chunks: stop after this many chunks (tests of interruption); the run stays resumable.
+      time_limit: stop after the chunk that passes this many seconds of this session's wall
+        time (checkpoint and outputs written; ``resume`` continues it), as for a cluster job.
       shard: how to lay the run out over several devices (:func:`jaxfool.distributed.make_plan`):
         "auto", "none", "seeds" or "batch". The archive is the same whatever the layout.
 
@@ -352,7 +355,10 @@ def run(
     loop_start, loop_evals, chunks = None, 0, 0
     last_saved = progress.generation
     try:
-        while not finished(state) and (max_chunks is None or chunks < max_chunks):
+        def out_of_time() -> bool:
+            return time_limit is not None and time.perf_counter() - start >= time_limit
+
+        while not finished(state) and (max_chunks is None or chunks < max_chunks) and not out_of_time():
             before = _fetch(plan, state.generation)
             new_state, metrics = chunk_fn(params, state, keys, stop_fitness, cap)
             fitness, gens = _fetch(plan, (metrics.fitness, metrics.generation))  # [n, K, C], [n, K]

@@ -34,6 +34,8 @@ def main() -> int:
     parser.add_argument("--out", default=None, help="run directory (default: runs/<preset>-<timestamp>)")
     parser.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue the run in RUN_DIR from its last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                        help="stop after this many minutes (checkpoint and pictures written; --resume continues)")
     parser.add_argument("--shard", default="auto", help="layout over several devices: auto | none | seeds | batch (default: auto)")
     parser.add_argument("--distributed", action="store_true", help="join a multi-process run (jax.distributed; SLURM, Open MPI and TPU pods are detected)")
     parser.add_argument("--coordinator", default=None, help="with --distributed: host:port of process 0")
@@ -57,7 +59,8 @@ def main() -> int:
     if main_process:
         print(f"run directory: {out_dir}", file=sys.stderr)
     try:
-        summary = run(config, out_dir, resume=bool(args.resume), progress_bar=not args.quiet, shard=args.shard)
+        time_limit = args.time_limit * 60 if args.time_limit is not None else None
+        summary = run(config, out_dir, resume=bool(args.resume), progress_bar=not args.quiet, shard=args.shard, time_limit=time_limit)
     except KeyboardInterrupt:
         print(f"interrupted; checkpoint saved. Continue with: python scripts/run.py --resume {out_dir}", file=sys.stderr)
         return 130

@@ -1,4 +1,3 @@
-import math
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +6,7 @@ import pytest
 
 from jaxfool.archive import empty_archive, insert
 from jaxfool.baseline import single_class_baseline
-from jaxfool.emitters import ESEmitter, MutationEmitter, archive_gain
+from jaxfool.emitters import ESEmitter, archive_gain
 from jaxfool.encodings import DirectEncoding, DirectParams
 from jaxfool.errors import ConfigError
 from jaxfool.experiment import build_experiment, make_emitters

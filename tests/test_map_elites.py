@@ -3,9 +3,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
-from jaxfool.archive import empty_archive, insert
+from jaxfool.archive import empty_archive
 from jaxfool.encodings import DirectEncoding, DirectParams
 from jaxfool.experiment import build_experiment
 from jaxfool.emitters import MutationEmitter, select_parents

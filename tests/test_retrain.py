@@ -6,7 +6,6 @@ import numpy as np
 
 from conftest import run_script
 from jaxfool.models import load_classifier
-from jaxfool.presets import load_preset
 
 TINY = ["--seeds", "3", "--generations", "8", "--epochs", "1", "--num-train", "2000", "--fooling-per-class", "200", "--quiet"]
 

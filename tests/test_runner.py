@@ -170,3 +170,13 @@ def test_run_script_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "seed 0:" in proc.stdout and "seed 1:" in proc.stdout
     assert json.load(open(tmp_path / "summary.json"))["config"]["seeds"] == 2
+
+
+def test_time_limit_stops_a_run_resumably(tmp_path):
+    start = time.perf_counter()
+    summary = run(load_preset("mnist-direct", generations=100000, stop_when_fooled=False, chunk=5), str(tmp_path),
+                  progress_bar=False, time_limit=3.0)
+    assert time.perf_counter() - start < 30
+    assert 0 < summary["seeds"][0]["generations"] < 100000
+    step = checkpointing.latest_step(str(tmp_path / "checkpoints"))
+    assert step == summary["seeds"][0]["generations"]

@@ -2,18 +2,9 @@
 
 224x224x3 genes, uint8, interpreted as hue, saturation and value (``--color-space rgb`` for
 RGB genes); each mutates with probability 0.1 by polynomial mutation (index 15); parents
-come from cells still below the threshold.
+come from cells still below the threshold. Otherwise as ``imagenet-cppn``.
 """
 
-OVERRIDES = {
-    "classifier": "efficientnet-lite0-imagenet",
-    "encoding": "direct",
-    "color_space": "hsv",
-    "batch": 400,
-    "generations": 5000,
-    "selection": "unfooled",
-    "recombine": False,
-    "score_chunk": 64,
-    "chunk": 5,
-    "checkpoint_every": 25,
-}
+from jaxfool.presets import imagenet_cppn
+
+OVERRIDES = {**imagenet_cppn.OVERRIDES, "encoding": "direct", "color_space": "hsv"}
