@@ -304,48 +304,15 @@ def run(
 
     keys = seed_keys(exp.seeds)
     stop_fitness, cap = exp.stop_fitness, np.int32(config.generations)
-    params = exp.params
-    render = _render_elites(exp)
-    if plan is None:
-        # Compile the chunk program on a second thread while generation 0 compiles and runs
-        # here: XLA compiles outside the GIL, and short runs are mostly compilation.
-        like = jax.eval_shape(functools.partial(init_seeds, exp.engine), params, keys)
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            compiling = pool.submit(
-                lambda: (
-                    run_generations.lower(exp.engine, params, like, keys, config.chunk, stop_fitness, cap).compile(),
-                    render.lower(like.archive.genomes).compile(),
-                )
-            )
-            state = init_seeds(exp.engine, params, keys)
-            chunk_fn, render = compiling.result()
-    else:
-        state = plan.place(init_seeds(exp.engine, params, keys))
-        keys = plan.place(keys)
-        params = plan.place(params, plan.replicated)
-        def chunk_fn(p, s, k, stop, max_generation):
-            return run_generations(exp.engine, p, s, k, config.chunk, stop, max_generation)
-    num_seeds, num_cells = len(exp.seeds), len(exp.cells)
-    progress = Progress(0, {t: np.full((num_seeds, num_cells), -1, np.int64) for t in _thresholds(config)})
-    if resume and checkpointing.latest_step(ckpt_dir) is not None:
-        step, state, host = checkpointing.restore_checkpoint(ckpt_dir, state)
-        progress = Progress.from_json(host)
-        if write:
-            history = _read_history(metrics_path, step)
-            with open(metrics_path, "w") as f:
-                f.writelines(json.dumps(h) + "\n" for h in history)
-    else:
-        fitness0 = _fetch(plan, state.archive.fitness)
-        _update_reached(progress, fitness0[None], np.zeros((1, num_seeds), np.int64))
-        if write:
-            with open(os.path.join(out_dir, "config.json"), "w") as f:
-                json.dump(config.to_dict(), f, indent=2)
-            with open(metrics_path, "w") as f:
-                f.write(_metrics_line(0, exp, np.zeros(num_seeds, int), fitness0))
+    state, keys, params, chunk_fn, render = _prepare(exp, plan, keys, stop_fitness, cap)
+    state, progress = _start_or_resume(exp, plan, state, out_dir, resume)
 
     def finished(s: State) -> bool:
         g, f = _fetch(plan, (s.generation, s.archive.fitness))
         return bool(((g >= config.generations) | (f >= float(stop_fitness)).all(-1)).all())
+
+    def out_of_time() -> bool:
+        return time_limit is not None and time.perf_counter() - start >= time_limit
 
     bar = None
     if progress_bar and write:
@@ -355,9 +322,6 @@ def run(
     loop_start, loop_evals, chunks = None, 0, 0
     last_saved = progress.generation
     try:
-        def out_of_time() -> bool:
-            return time_limit is not None and time.perf_counter() - start >= time_limit
-
         while not finished(state) and (max_chunks is None or chunks < max_chunks) and not out_of_time():
             before = _fetch(plan, state.generation)
             new_state, metrics = chunk_fn(params, state, keys, stop_fitness, cap)
@@ -381,7 +345,7 @@ def run(
             if bar is not None:
                 fooled = int((fitness[-1] >= math.log(config.threshold)).sum(-1).min())
                 rate = loop_evals / (time.perf_counter() - loop_start) if loop_evals else 0.0
-                bar.set_postfix_str(f"fooled {fooled}/{num_cells}  {rate:,.0f} evals/s", refresh=False)
+                bar.set_postfix_str(f"fooled {fooled}/{len(exp.cells)}  {rate:,.0f} evals/s", refresh=False)
                 bar.update(min(progress.generation, config.generations) - bar.n)
     except KeyboardInterrupt:
         _save(ckpt_dir, state, progress, start)
@@ -394,6 +358,59 @@ def run(
     loop_time = time.perf_counter() - loop_start if loop_start else 0.0
     evals_per_s = loop_evals / loop_time if loop_evals and loop_time > 0 else None
     return write_outputs(exp, state, progress, out_dir, progress.elapsed + time.perf_counter() - start, evals_per_s, render, plan)
+
+
+def _prepare(exp: Experiment, plan: Plan | None, keys, stop_fitness, cap):
+    """Generation 0 and the compiled chunk: ``(state, keys, params, chunk_fn, render)``.
+
+    On one device the chunk program compiles on a second thread while generation 0 compiles
+    and runs here (XLA compiles outside the GIL, and short runs are mostly compilation). With a
+    plan, every array is placed on the mesh and compilation happens at the first call.
+    """
+    chunk = exp.config.chunk
+    render = _render_elites(exp)
+    if plan is None:
+        like = jax.eval_shape(functools.partial(init_seeds, exp.engine), exp.params, keys)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            compiling = pool.submit(
+                lambda: (
+                    run_generations.lower(exp.engine, exp.params, like, keys, chunk, stop_fitness, cap).compile(),
+                    render.lower(like.archive.genomes).compile(),
+                )
+            )
+            state = init_seeds(exp.engine, exp.params, keys)
+            chunk_fn, render = compiling.result()
+        return state, keys, exp.params, chunk_fn, render
+
+    def chunk_fn(params, state, keys, stop, max_generation):
+        return run_generations(exp.engine, params, state, keys, chunk, stop, max_generation)
+
+    state = plan.place(init_seeds(exp.engine, exp.params, keys))
+    return state, plan.place(keys), plan.place(exp.params, plan.replicated), chunk_fn, render
+
+
+def _start_or_resume(exp: Experiment, plan: Plan | None, state: State, out_dir: str, resume: bool) -> tuple[State, Progress]:
+    """Restores the newest checkpoint (trimming metrics written after it), or starts the run
+    directory's files from generation 0."""
+    num_seeds, num_cells = len(exp.seeds), len(exp.cells)
+    progress = Progress(0, {t: np.full((num_seeds, num_cells), -1, np.int64) for t in _thresholds(exp.config)})
+    ckpt_dir, metrics_path = os.path.join(out_dir, "checkpoints"), os.path.join(out_dir, "metrics.jsonl")
+    write = is_main_process()
+    if resume and checkpointing.latest_step(ckpt_dir) is not None:
+        step, state, host = checkpointing.restore_checkpoint(ckpt_dir, state)
+        if write:
+            history = _read_history(metrics_path, step)
+            with open(metrics_path, "w") as f:
+                f.writelines(json.dumps(h) + "\n" for h in history)
+        return state, Progress.from_json(host)
+    fitness0 = _fetch(plan, state.archive.fitness)
+    _update_reached(progress, fitness0[None], np.zeros((1, num_seeds), np.int64))
+    if write:
+        with open(os.path.join(out_dir, "config.json"), "w") as f:
+            json.dump(exp.config.to_dict(), f, indent=2)
+        with open(metrics_path, "w") as f:
+            f.write(_metrics_line(0, exp, np.zeros(num_seeds, int), fitness0))
+    return state, progress
 
 
 def _save(ckpt_dir: str, state: State, progress: Progress, start: float) -> None:

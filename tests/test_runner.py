@@ -180,3 +180,22 @@ def test_time_limit_stops_a_run_resumably(tmp_path):
     assert 0 < summary["seeds"][0]["generations"] < 100000
     step = checkpointing.latest_step(str(tmp_path / "checkpoints"))
     assert step == summary["seeds"][0]["generations"]
+
+
+def test_a_thousand_classes_paginate_and_summarise(tmp_path):
+    """The ImageNet-sized output paths, with a fast stand-in network of 1000 classes."""
+    import jax.numpy as jnp
+
+    from jaxfool.experiment import build_experiment
+    from jaxfool.models.classifier import Classifier
+
+    w = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 1000))
+    net = Classifier("toy-1000", lambda p, x: 4 * x.reshape(len(x), -1) @ p, w, (8, 8, 3), tuple(f"class {i}" for i in range(1000)))
+    config = load_preset("mnist-cppn", color_space="hls", batch=64, generations=4, chunk=2)
+    summary = run(build_experiment(config, classifier=net), str(tmp_path), progress_bar=False)
+    assert len(summary["seeds"][0]["best_confidence"]) == 1000
+    assert sorted(p.name for p in tmp_path.glob("elites-*.png")) == [f"elites-{i:03d}.png" for i in range(1, 11)]
+    assert len(list((tmp_path / "elites").glob("*.png"))) == 1000 and (tmp_path / "elites" / "999_class_999.png").exists()
+    last = json.loads(open(tmp_path / "metrics.jsonl").read().splitlines()[-1])
+    assert len(last["seeds"][0]["log_confidence_quantiles"]) == 5 and "log_confidence" not in last["seeds"][0]
+    assert (tmp_path / "progress.png").exists() and (tmp_path / "report.html").stat().st_size > 0
