@@ -8,6 +8,8 @@ The single-class baseline optimises each class alone with the same per-generatio
 cost to fool all classes is the sum over classes.
 
     python benchmarks/emitters.py --seeds 3 --generations 300
+    python benchmarks/emitters.py --skip-mnist --imagenet --imagenet-generations 200 \
+        --only "paper,snes emitters,mutation + snes"          # a subset, on ImageNet
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ METHODS = {
 def map_elites_evaluations(overrides: dict, seeds: int, generations: int, threshold: float, **base) -> dict:
     """Per seed, evaluations until every cell reached ``threshold`` (None: not within budget)."""
     preset = overrides.pop("preset", base.pop("preset", "mnist-direct-fast"))
-    exp = build_experiment(load_preset(preset, seeds=seeds, generations=generations, **base, **overrides))
+    exp = build_experiment(load_preset(preset, seeds=seeds, generations=generations, threshold=threshold, **base, **overrides))
     keys = seed_keys(exp.seeds)
     start = time.perf_counter()
     state = init_seeds(exp.engine, exp.params, keys)
@@ -86,38 +88,44 @@ def main() -> None:
     parser.add_argument("--imagenet-seeds", type=int, default=None, help="seeds for the ImageNet part (default: --seeds)")
     parser.add_argument("--imagenet-generations", type=int, default=30, help="ImageNet budget: generations of --imagenet-batch")
     parser.add_argument("--imagenet-batch", type=int, default=100)
+    parser.add_argument("--only", default="", help="comma-separated parts of method names: run just those")
     parser.add_argument("--output", default=None, help="also write the rows to this JSON-lines file")
     args = parser.parse_args()
     rows = []
+    wanted = [w for w in args.only.split(",") if w]
+
+    def chosen(name: str) -> bool:
+        return not wanted or any(w in name for w in wanted)
 
     def emit(row):
         rows.append(row)
         print(json.dumps(row), flush=True)
 
     if not args.skip_mnist:
-        for name, overrides in METHODS.items():
+        for name, overrides in ((n, o) for n, o in METHODS.items() if chosen(n)):
             emit(_row("mnist 99.99%", name, map_elites_evaluations(dict(overrides), args.seeds, args.generations, 0.9999)))
         lenet = load_classifier("lenet-mnist")
         budget = (args.generations + 1) * 200  # the same total budget as each MAP-Elites seed
-        for strategy in ("snes", "simple_ga"):
+        for strategy in (s for s in ("snes", "simple_ga") if chosen(f"single-class baseline: {s}")):
             emit(_row("mnist 99.99%", f"single-class baseline: {strategy}", baseline_evaluations(lenet, strategy, args.seeds, budget, 0.9999, 200)))
 
     if args.imagenet:
         seeds = args.imagenet_seeds or args.seeds
-        base = dict(preset="imagenet-direct", classes=IMAGENET_CLASSES, batch=args.imagenet_batch, threshold=0.99, score_chunk=50)
-        for name, overrides in METHODS.items():
+        base = dict(preset="imagenet-direct", classes=IMAGENET_CLASSES, batch=args.imagenet_batch, score_chunk=50)
+        for name, overrides in ((n, o) for n, o in METHODS.items() if chosen(n)):
             overrides = {k: v for k, v in overrides.items() if k != "preset"}
             if name.startswith("paper mutation (uniform"):
                 overrides = dict(selection="uniform")
             if "recombination" in name:
                 overrides = dict(recombine=True)
             emit(_row("imagenet-10 99%", name, map_elites_evaluations(
-                overrides, seeds, args.imagenet_generations, 0.99, **base, es_population=25)))
-        net = load_classifier("efficientnet-lite0-imagenet")
-        classes = net.class_indices(IMAGENET_CLASSES)
-        budget = (args.imagenet_generations + 1) * args.imagenet_batch
-        emit(_row("imagenet-10 99%", "single-class baseline: snes",
-                  baseline_evaluations(net, "snes", seeds, budget, 0.99, args.imagenet_batch, classes)))
+                overrides, seeds, args.imagenet_generations, 0.99, **base)))
+        if chosen("single-class baseline: snes"):
+            net = load_classifier("efficientnet-lite0-imagenet")
+            classes = net.class_indices(IMAGENET_CLASSES)
+            budget = (args.imagenet_generations + 1) * args.imagenet_batch
+            emit(_row("imagenet-10 99%", "single-class baseline: snes",
+                      baseline_evaluations(net, "snes", seeds, budget, 0.99, args.imagenet_batch, classes)))
     if args.output:
         with open(args.output, "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -103,6 +103,8 @@ def single_class_baseline(
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    if strategy == "open_es" and population % 2:
+        raise ConfigError(f"population must be even for open_es (antithetic pairs), got {population}")
     initial = population if strategy == "simple_ga" else 0  # a GA scores a random population first
     generations = (evaluations_per_class - initial) // population
     if generations < 1:

@@ -34,9 +34,11 @@ def lenet():
     return load_classifier("lenet-mnist")
 
 
-def run_script(name: str, *args: str, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Runs ``scripts/<name>`` with this interpreter; returns the completed process."""
+def run_script(
+    name: str, *args: str, timeout: float = 600, env: dict | None = None, folder: str = "scripts"
+) -> subprocess.CompletedProcess:
+    """Runs ``<folder>/<name>`` (a script or a benchmark) with this interpreter."""
     return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "scripts", name), *args],
+        [sys.executable, os.path.join(ROOT, folder, name), *args],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})},
     )

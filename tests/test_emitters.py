@@ -85,6 +85,10 @@ def test_emitter_config_errors():
         load_preset("mnist-cppn", emitters=("snes",))
     with pytest.raises(ConfigError, match="below es_population"):
         build_experiment(load_preset(emitters=("mutation", "snes"), batch=40, es_population=40))
+    with pytest.raises(ConfigError, match="population must be even for open_es"):
+        single_class_baseline(None, "open_es", population=25)
+    with pytest.raises(ConfigError, match="must be even for the open_es emitter"):
+        load_preset(emitters=("open_es",), es_population=25)
 
 
 def test_single_class_baseline(lenet):

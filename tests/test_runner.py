@@ -184,7 +184,6 @@ def test_time_limit_stops_a_run_resumably(tmp_path):
 
 def test_a_thousand_classes_paginate_and_summarise(tmp_path):
     """The ImageNet-sized output paths, with a fast stand-in network of 1000 classes."""
-    import jax.numpy as jnp
 
     from jaxfool.experiment import build_experiment
     from jaxfool.models.classifier import Classifier

@@ -1,0 +1,48 @@
+"""Smoke tests of the benchmark CLIs on tiny settings: they run and print well-formed rows."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import run_script
+
+
+def _rows(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def _bench(name: str, *args: str) -> list[dict]:
+    proc = run_script(name, *args, folder="benchmarks", env={"JAXFOOL_CACHE": "off"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return _rows(proc.stdout)
+
+
+def test_throughput_benchmark_compares_step_with_forward():
+    rows = _bench("throughput.py", "--presets", "mnist-direct-fast", "--batches", "32",
+                  "--generations", "2", "--repeats", "1", "--seeds", "")
+    (row,) = [r for r in rows if "ratio" in r]
+    assert row["batch"] == 32 and row["forward_evals_per_s"] > 0 and row["step_evals_per_s"] > 0
+    assert abs(row["ratio"] - row["step_evals_per_s"] / row["forward_evals_per_s"]) < 0.01
+
+
+def test_emitters_benchmark_counts_evaluations_to_fool():
+    rows = _bench("emitters.py", "--seeds", "1", "--generations", "60", "--only", "(default)")
+    (row,) = rows
+    assert "default" in row["method"] and row["seeds_fooled"] == "1/1"
+    # Every evaluation is one image of 200 per generation, plus the initial population.
+    assert row["per_seed"][0] % 200 == 0 and row["per_seed"][0] <= 61 * 200
+
+
+def test_scaling_benchmark_runs_each_device_count():
+    rows = _bench("scaling.py", "--devices", "1,2", "--seeds", "2", "--batch", "16",
+                  "--generations", "1", "--repeats", "1")
+    assert [r["devices"] for r in rows] == [1, 2] and rows[0]["relative_to_first"] == 1.0
+    assert all(r["evals_per_s"] > 0 for r in rows)
+
+
+def test_peers_benchmark_reports_jaxfool_and_skips_missing_libraries():
+    rows = _bench("peers.py", "--batch", "16", "--generations", "1", "--repeats", "1")
+    measured = {r["library"]: r for r in rows if "evals_per_s" in r}
+    skipped = {r["library"] for r in rows if "skipped" in r}
+    assert measured["jaxfool"]["relative_to_jaxfool"] == 1.0
+    assert set(measured) | skipped == {"jaxfool", "qdax", "pyribs"}
