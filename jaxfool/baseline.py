@@ -17,11 +17,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxfool.emitters import ES_STRATEGIES, EVEN_POPULATION
 from jaxfool.encodings.base import quantize
 from jaxfool.errors import ConfigError
 from jaxfool.models.classifier import Classifier
 
-STRATEGIES = {"simple_ga": "SimpleGA", "snes": "SNES", "sep_cma_es": "Sep_CMA_ES", "open_es": "Open_ES"}
+# The emitters' evosax strategies (but CMA-ES, O(D^3) per generation) and a GA.
+STRATEGIES = {"simple_ga": "SimpleGA", **{k: ES_STRATEGIES[k] for k in ("snes", "sep_cma_es", "open_es")}}
 
 
 def _strategy(name: str, population: int, dims: int, std: float):
@@ -103,7 +105,7 @@ def single_class_baseline(
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    if strategy == "open_es" and population % 2:
+    if strategy in EVEN_POPULATION and population % 2:
         raise ConfigError(f"population must be even for open_es (antithetic pairs), got {population}")
     initial = population if strategy == "simple_ga" else 0  # a GA scores a random population first
     generations = (evaluations_per_class - initial) // population

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from jaxfool.errors import ConfigError
-from jaxfool.emitters import ES_STRATEGIES, SELECTIONS
+from jaxfool.emitters import ES_STRATEGIES, EVEN_POPULATION, SELECTIONS
 from jaxfool.cli import option
 
 EMITTERS = ("mutation", *ES_STRATEGIES)
@@ -81,9 +81,9 @@ class RunConfig:
             raise ConfigError("evolution-strategy emitters need the direct encoding (real-valued genes)")
         if self.es_population < 2 or self.es_restart < 1 or not self.es_std > 0:
             raise ConfigError("es_population must be >= 2, es_restart >= 1 and es_std > 0")
-        if "open_es" in self.emitters and self.es_population % 2:
-            # OpenES samples antithetic pairs.
-            raise ConfigError(f"es_population must be even for the open_es emitter, got {self.es_population}")
+        even = [e for e in self.emitters if e in EVEN_POPULATION]
+        if even and self.es_population % 2:
+            raise ConfigError(f"es_population must be even for the {even[0]} emitter, got {self.es_population}")
         for name in ("checkpoint_every", "score_chunk", "halving_period", "render_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -34,6 +34,8 @@ from jaxfool.archive import Archive
 
 SELECTIONS = ("uniform", "unique", "unfooled")
 ES_STRATEGIES = {"sep_cma_es": "Sep_CMA_ES", "snes": "SNES", "open_es": "Open_ES", "cma_es": "CMA_ES"}
+# evosax strategies that sample antithetic pairs, so their population must be even.
+EVEN_POPULATION = ("open_es",)
 
 
 def select_parents(key: jax.Array, archive: Archive, n: int, selection: str, threshold: float) -> jax.Array:
