@@ -47,8 +47,9 @@ def map_elites_evaluations(overrides: dict, seeds: int, generations: int, thresh
     exp = build_experiment(load_preset(preset, seeds=seeds, generations=generations, threshold=threshold, **base, **overrides))
     keys = seed_keys(exp.seeds)
     start = time.perf_counter()
-    state = init_seeds(exp.engine, exp.params, keys)
-    _, metrics = run_generations(exp.engine, exp.params, state, keys, generations, np.float32(np.inf), np.int32(generations))
+    params = exp.lane_params(stop=np.inf)
+    state = init_seeds(exp.engine, params, keys)
+    _, metrics = run_generations(exp.engine, params, state, keys, generations)
     fitness = np.asarray(metrics.fitness)  # [generations, K, C]
     fooled = (fitness >= math.log(threshold)).all(-1)
     per_seed = [exp.engine.evaluations(int(fooled[:, k].argmax()) + 1) if fooled[:, k].any() else None for k in range(seeds)]

@@ -44,9 +44,9 @@ def _best(fn, repeats: int) -> float:
 def jaxfool_runner(batch: int, generations: int):
     exp = build_experiment(load_preset("mnist-direct", batch=batch))  # paper settings: uniform parents, mutation
     keys = seed_keys([0])
-    state = init_seeds(exp.engine, exp.params, keys)
-    stop, cap = np.float32(np.inf), np.int32(2**31 - 1)
-    return lambda: jax.block_until_ready(run_generations(exp.engine, exp.params, state, keys, generations, stop, cap)[0].archive.fitness)
+    params = exp.lane_params(stop=np.inf, max_generation=2**31 - 1)
+    state = init_seeds(exp.engine, params, keys)
+    return lambda: jax.block_until_ready(run_generations(exp.engine, params, state, keys, generations)[0].archive.fitness)
 
 
 def _lenet_scores(lenet):

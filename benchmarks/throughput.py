@@ -44,14 +44,14 @@ def measure(preset: str, batch: int, generations: int, repeats: int, **overrides
     """evals/s of the raw forward pass and of the fused step at one batch size."""
     exp = build_experiment(load_preset(preset, batch=batch, **overrides))
     keys = seed_keys([0])
-    state = init_seeds(exp.engine, exp.params, keys)
+    params = exp.lane_params(stop=np.inf, max_generation=2**31 - 1)
+    state = init_seeds(exp.engine, params, keys)
     images = jax.vmap(exp.encoding.render)(state.archive.genomes)[0]
     images = np.resize(np.asarray(images), (batch, *images.shape[1:]))  # B real elite images
     forward = jax.jit(exp.classifier.apply_fn)
-    stop, cap = np.float32(np.inf), np.int32(2**31 - 1)
 
     def chunk():
-        return run_generations(exp.engine, exp.params, state, keys, generations, stop, cap)[0].archive.fitness
+        return run_generations(exp.engine, params, state, keys, generations)[0].archive.fitness
 
     def forwards():
         return [forward(exp.classifier.params, images) for _ in range(generations)][-1]

@@ -14,16 +14,12 @@ logits ``[N, num_classes]``; it must be a pure JAX function (it is jitted and vm
 from __future__ import annotations
 
 import dataclasses
-import shutil
-import tempfile
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from jaxfool import pictures
 from jaxfool.errors import ConfigError
 from jaxfool.models.classifier import Classifier, check_classifier
 
@@ -32,17 +28,17 @@ PRESET_FOR_ENCODING = {"direct": "mnist-direct-fast", "cppn": "mnist-cppn"}
 
 @dataclasses.dataclass
 class FoolResult:
-    """What :func:`fool` found.
+    """What :func:`fool` found (all in memory; :meth:`save` writes it as a run directory).
 
     Attributes:
       best_confidence: float64 ``[C]``: each class's best softmax probability.
       images: float32 ``[C, *image_shape]``: the elites, on the 8-bit grid, exactly as scored.
       generations_to: int ``[C]``: generation at which each class first reached the threshold
         (-1: never).
-      evaluations: images scored in total.
+      evaluations: images scored in total (generation 0 included).
       class_names: C names.
-      summary: the run's ``summary.json`` as a dict.
-      run_dir: where the run's files are (a temporary directory until :meth:`save`).
+      summary: what ``summary.json`` of the run holds, as a dict.
+      run_dir: where the run's files were written (``out_dir`` or :meth:`save`), else ``None``.
     """
 
     best_confidence: np.ndarray
@@ -51,16 +47,21 @@ class FoolResult:
     evaluations: int
     class_names: tuple[str, ...]
     summary: dict
-    run_dir: str
+    run_dir: str | None = None
+    _run: tuple = dataclasses.field(default=(), repr=False)
 
     @property
     def all_fooled(self) -> bool:
         return bool((self.generations_to >= 0).all())
 
     def save(self, directory: str) -> str:
-        """Copies the run's files (elites.png, elites/, progress.png, metrics.jsonl,
-        summary.json, checkpoints/: what ``scripts/run.py`` writes) to ``directory``."""
-        shutil.copytree(self.run_dir, directory, dirs_exist_ok=True)
+        """Writes the run's files to ``directory``: what ``scripts/run.py`` writes
+        (elites.png, elites/, progress.png, metrics.jsonl, summary.json, report.html,
+        config.json, checkpoints/)."""
+        from jaxfool.writers import write_run
+
+        write_run(directory, *self._run)
+        self.run_dir = directory
         return directory
 
 
@@ -95,8 +96,7 @@ def fool(
       threshold: confidence that counts as fooled.
       class_names: names for pictures and the summary (default "0", "1", ...).
       progress: show a progress bar.
-      out_dir: write the run's files here (default: a temporary directory, removed when the
-        result is garbage-collected unless saved with :meth:`FoolResult.save`).
+      out_dir: also write the run's files here (default: nothing is written).
       **config: any other :class:`jaxfool.config.RunConfig` field (``mutation_rate=0.2``,
         ``selection="uniform"``, ``emitters=("mutation", "snes")``, ...).
 
@@ -115,8 +115,11 @@ def fool(
         result = jaxfool.fool(net.apply, params, image_shape=(28, 28, 1), num_classes=10)
         print(result.best_confidence)
     """
+    from jaxfool.evolution import History, Lanes, evolve
+    from jaxfool.experiment import build_experiment
     from jaxfool.presets import load_preset
-    from jaxfool.runner import run
+    from jaxfool.summary import summarize
+    from jaxfool.writers import ProgressBar
 
     if encoding not in PRESET_FOR_ENCODING:
         raise ConfigError(f"unknown encoding {encoding!r}; choose one of {', '.join(PRESET_FOR_ENCODING)}")
@@ -140,23 +143,20 @@ def fool(
     if encoding == "direct" and run_config.recombine and batch <= num_classes:
         run_config = run_config.replace(recombine=False)  # too few evaluations to spare one per class
 
-    from jaxfool.experiment import build_experiment
-
     experiment = build_experiment(run_config, classifier=classifier)
-    run_dir = out_dir or tempfile.mkdtemp(prefix="jaxfool-")
-    summary = run(experiment, run_dir, progress_bar=progress)
-    seed_summary = summary["seeds"][0]
-    paths = pictures.elite_paths(run_dir, list(range(num_classes)), names)[0]
-    images = np.stack([pictures.load_png(p, channels=classifier.input_shape[-1]) for p in paths])
-    result = FoolResult(
-        best_confidence=np.asarray(seed_summary["best_confidence"]),
-        images=images,
-        generations_to=np.asarray(seed_summary["generations_to_threshold_per_class"]),
-        evaluations=int(seed_summary["evaluations"]),
+    history = History()
+    observers = [history] + ([ProgressBar(generations, num_classes, threshold)] if progress else [])
+    result = evolve(Lanes.of([experiment]), observers)
+    summary = summarize(experiment, result, slice(0, 1))
+    fool_result = FoolResult(
+        best_confidence=np.exp(np.asarray(result.fitness[0], np.float64)),
+        images=result.images()[0],
+        generations_to=result.reached[threshold][0].copy(),
+        evaluations=int(result.evaluations[0]),
         class_names=names,
         summary=summary,
-        run_dir=run_dir,
+        _run=(experiment, result, history),
     )
-    if out_dir is None:
-        weakref.finalize(result, shutil.rmtree, run_dir, True)
-    return result
+    if out_dir is not None:
+        fool_result.save(out_dir)
+    return fool_result

@@ -17,11 +17,6 @@ from typing import Any
 from jaxfool.errors import JaxfoolError
 
 
-def option(default: Any, help: str) -> Any:
-    """A config dataclass field with the ``help`` that :func:`add_config_flags` shows."""
-    return dataclasses.field(default=default, metadata={"help": help})
-
-
 def _parse_list(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 

@@ -1,7 +1,18 @@
-"""Everything a run needs, as one flat, validated, hashable dataclass.
+"""Everything a run needs, as one flat, validated, hashable dataclass. A leaf: it imports
+nothing from the library, so any module (and the CLI) can read it.
 
-Each field is a CLI flag of ``scripts/run.py`` (``--mutation-rate 0.2``); presets in
-:mod:`jaxfool.presets` are small dicts of overrides of these defaults.
+Each field is declared once, with its default, its help text and its *kind*:
+
+* ``static``: shapes the compiled program (encoding, batch, classifier, emitters, ...); runs
+  that differ in a static field compile separately.
+* ``traced``: a number that lives in the step's ``Params`` pytree (rates, etas, ranges,
+  threshold, generation cap); runs that differ only in traced fields share one program, and a
+  sweep stacks them as lanes of one ``vmap``.
+* ``lanes``: which seeds run (``seed``, ``seeds``): each seed is a lane.
+* ``host``: only the host loop reads it (checkpoint interval).
+
+Presets in :mod:`jaxfool.presets` are small dicts of overrides of these defaults; every field is
+a CLI flag of ``scripts/run.py`` (``--mutation-rate 0.2``).
 """
 
 from __future__ import annotations
@@ -10,14 +21,37 @@ import dataclasses
 import math
 from typing import Any
 
-from jaxfool.errors import ConfigError
-from jaxfool.emitters import ES_STRATEGIES, EVEN_POPULATION, SELECTIONS
-from jaxfool.cli import option
-
-EMITTERS = ("mutation", *ES_STRATEGIES)
-
+KINDS = ("static", "traced", "lanes", "host")
 ENCODINGS = ("direct", "cppn")
 COLOR_SPACES = ("rgb", "hsv", "hls")
+SELECTIONS = ("uniform", "unique", "unfooled")
+# Evolution-strategy emitters: our name -> evosax class name.
+ES_STRATEGIES = {"sep_cma_es": "Sep_CMA_ES", "snes": "SNES", "open_es": "Open_ES", "cma_es": "CMA_ES"}
+# evosax strategies that sample antithetic pairs, so their population must be even.
+EVEN_POPULATION = ("open_es",)
+EMITTERS = ("mutation", *ES_STRATEGIES)
+PAPER_ACTIVATIONS = ("sine", "sigmoid", "gaussian", "linear")
+ACTIVATIONS = (*PAPER_ACTIVATIONS, "cosine", "tanh", "abs", "square")
+
+
+class JaxfoolError(Exception):
+    """Base class for errors caused by user input (the hierarchy is in :mod:`jaxfool.errors`;
+    its root lives here so that the config stays a leaf)."""
+
+
+class ConfigError(JaxfoolError):
+    """A configuration field has an invalid value."""
+
+
+def option(default: Any, help: str, kind: str = "static") -> Any:
+    """A config field with its default, the ``help`` the CLI shows, and its kind (see above)."""
+    assert kind in KINDS, kind
+    return dataclasses.field(default=default, metadata={"help": help, "kind": kind})
+
+
+def fields_of_kind(cls: type, kind: str) -> tuple[str, ...]:
+    """Names of ``cls``'s fields declared with ``kind``."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.metadata.get("kind", "static") == kind)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,11 +66,11 @@ class RunConfig:
     color_space: str = option("rgb", f"for colour images, what the genes mean: {' | '.join(COLOR_SPACES)}")
     # Budget and stopping.
     batch: int = option(200, "offspring per generation (and random images at generation 0)")
-    generations: int = option(1000, "generation cap")
-    seed: int = option(0, "first seed")
-    seeds: int = option(1, "independent runs (seeds seed..seed+seeds-1) vmapped in one program")
-    threshold: float = option(0.9999, "confidence that counts as fooled")
-    stop_when_fooled: bool = option(True, "stop a seed once every cell reaches --threshold")
+    generations: int = option(1000, "generation cap", "traced")
+    seed: int = option(0, "first seed", "lanes")
+    seeds: int = option(1, "independent runs (seeds seed..seed+seeds-1) vmapped in one program", "lanes")
+    threshold: float = option(0.9999, "confidence that counts as fooled", "traced")
+    stop_when_fooled: bool = option(True, "stop a seed once every cell reaches --threshold", "traced")
     # Selection and variation.
     selection: str = option("unfooled", f"parent selection: {' | '.join(SELECTIONS)}")
     emitters: tuple[str, ...] = option(("mutation",), f"offspring sources splitting the batch: {', '.join(EMITTERS)} (e.g. mutation,snes)")
@@ -44,26 +78,26 @@ class RunConfig:
     es_std: float = option(0.1, "evolution-strategy emitters: initial search width (genes in [0, 1])")
     es_restart: int = option(10, "evolution-strategy emitters: generations without improvement before moving to another elite")
     recombine: bool = option(True, "spend C evaluations per generation on each cell's elite plus its summed improving mutations")
-    recombine_scale: float = option(0.7, "step along the summed improving mutations")
-    mutation_rate: float = option(0.1, "per-gene mutation probability")
-    mutation_eta: float = option(15.0, "polynomial mutation distribution index (larger: smaller steps)")
-    crossover_rate: float = option(0.0, "probability of SBX crossover between two parents (0: off)")
-    crossover_eta: float = option(10.0, "SBX distribution index")
-    halving_period: int = option(0, "halve the mutation rate every this many generations (0: never)")
+    recombine_scale: float = option(0.7, "step along the summed improving mutations", "traced")
+    mutation_rate: float = option(0.1, "per-gene mutation probability", "traced")
+    mutation_eta: float = option(15.0, "polynomial mutation distribution index (larger: smaller steps)", "traced")
+    crossover_rate: float = option(0.0, "probability of SBX crossover between two parents (0: off; off or on is static)", "traced")
+    crossover_eta: float = option(10.0, "SBX distribution index", "traced")
+    halving_period: int = option(0, "halve the mutation rate every this many generations (0: never)", "traced")
     # CPPN encoding (the paper's code's rates; ignored by the direct encoding).
     max_hidden: int = option(12, "CPPN: hidden node slots")
     max_conns: int = option(48, "CPPN: connection slots")
-    activations: tuple[str, ...] = option(("sine", "sigmoid", "gaussian", "linear"), "CPPN: node functions (also: cosine, tanh, abs, square)")
-    weight_range: float = option(10.0, "CPPN: weights and biases in [-range, range]")
-    add_conn_rate: float = option(0.5, "CPPN: probability of adding a connection per offspring")
-    del_conn_rate: float = option(0.3, "CPPN: probability of deleting a connection per offspring")
-    add_node_rate: float = option(0.5, "CPPN: probability of splitting a connection with a new node per offspring")
-    del_node_rate: float = option(0.2, "CPPN: probability of deleting a hidden node per offspring")
-    change_conn_rate: float = option(0.5, "CPPN: per connection, probability of rewiring it (at most one per offspring)")
-    activation_rate: float = option(0.1, "CPPN: per node, probability of resampling its function")
+    activations: tuple[str, ...] = option(PAPER_ACTIVATIONS, f"CPPN: node functions (also: {', '.join(ACTIVATIONS[4:])})")
+    weight_range: float = option(10.0, "CPPN: weights and biases in [-range, range]", "traced")
+    add_conn_rate: float = option(0.5, "CPPN: probability of adding a connection per offspring", "traced")
+    del_conn_rate: float = option(0.3, "CPPN: probability of deleting a connection per offspring", "traced")
+    add_node_rate: float = option(0.5, "CPPN: probability of splitting a connection with a new node per offspring", "traced")
+    del_node_rate: float = option(0.2, "CPPN: probability of deleting a hidden node per offspring", "traced")
+    change_conn_rate: float = option(0.5, "CPPN: per connection, probability of rewiring it (at most one per offspring)", "traced")
+    activation_rate: float = option(0.1, "CPPN: per node, probability of resampling its function", "traced")
     # Execution.
     chunk: int = option(10, "generations per compiled lax.scan chunk (the host is touched between chunks)")
-    checkpoint_every: int = option(100, "checkpoint every this many generations (0: only at the end)")
+    checkpoint_every: int = option(100, "checkpoint every this many generations (0: only at the end)", "host")
     score_chunk: int = option(0, "score at most this many images at once, to bound memory (0: whole batch)")
     ten_crop: bool = option(False, "score 10 crops (corners, centre, mirrored) of images rendered larger than the network's input, averaging their softmax (the paper's ImageNet scoring)")
     render_size: int = option(0, "side of the evolved images (0: the network's input; with --ten-crop: 8/7 of it, 256 for 224)")
@@ -107,8 +141,6 @@ class RunConfig:
             raise ConfigError(f"max_hidden must be >= 0 and max_conns >= 1, got {self.max_hidden}, {self.max_conns}")
         if not (math.isfinite(self.weight_range) and self.weight_range > 0):
             raise ConfigError(f"weight_range must be > 0, got {self.weight_range}")
-        from jaxfool.encodings.cppn import ACTIVATIONS
-
         unknown = [a for a in self.activations if a not in ACTIVATIONS]
         if unknown or not self.activations:
             raise ConfigError(f"unknown activation {(unknown or [''])[0]!r}; choose from {', '.join(ACTIVATIONS)}")
@@ -124,6 +156,12 @@ class RunConfig:
             raise ConfigError(f"unknown config field {unknown[0]!r}")
         return dataclasses.replace(self, **overrides)
 
+    def static_key(self) -> tuple:
+        """What shapes the compiled program: the static fields, and whether crossover runs at
+        all (its rate is traced, but SBX is compiled in only when some rate is above 0). Runs
+        with equal keys share one engine and one compiled step."""
+        return (*(getattr(self, n) for n in fields_of_kind(RunConfig, "static")), self.crossover_rate > 0)
+
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
@@ -131,3 +169,8 @@ class RunConfig:
     def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known})
+
+
+def default(name: str) -> Any:
+    """The default of :class:`RunConfig` field ``name`` (the one place defaults are written)."""
+    return RunConfig.__dataclass_fields__[name].default

@@ -2,8 +2,10 @@
 
 A run stays one jitted program; only where its arrays live changes:
 
-* ``seeds``: the K independent archives are split over the devices (leading axis of the state
-  sharded); no device talks to another during a chunk.
+* ``lanes``: the L independent lanes (the seeds of a run, the points x seeds of a sweep) are
+  split over the devices: the leading axis of the state is sharded and the chunk runs under
+  ``shard_map``, each device stepping its own lanes, so no device talks to another during a
+  chunk and none repeats another's work.
 * ``batch``: the archive is replicated and each generation's offspring are split over the
   devices (a sharding constraint in the step); XLA inserts the collectives.
 
@@ -29,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxfool.errors import ConfigError
 
 AXIS = "devices"
-MODES = ("auto", "none", "seeds", "batch")
+MODES = ("auto", "none", "lanes", "batch")
 
 
 def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None) -> None:
@@ -59,16 +61,21 @@ class Plan:
 
     Attributes:
       mesh: one axis, :data:`AXIS`, over ``jax.devices()`` (all processes).
-      mode: "seeds" or "batch".
+      mode: "lanes" or "batch".
     """
 
     mesh: Mesh
     mode: str
 
     @property
+    def lane_mesh(self) -> Mesh | None:
+        """The mesh a chunk is ``shard_map`` ped over in "lanes" mode (else ``None``)."""
+        return self.mesh if self.mode == "lanes" else None
+
+    @property
     def state_sharding(self) -> NamedSharding:
-        """Leading (seed) axis split over devices, or replicated."""
-        return NamedSharding(self.mesh, PartitionSpec(AXIS) if self.mode == "seeds" else PartitionSpec())
+        """Leading (lane) axis split over devices, or replicated."""
+        return NamedSharding(self.mesh, PartitionSpec(AXIS) if self.mode == "lanes" else PartitionSpec())
 
     @property
     def replicated(self) -> NamedSharding:
@@ -99,10 +106,10 @@ class Plan:
         return multihost_utils.process_allgather(tree, tiled=True)
 
 
-def make_plan(mode: str, num_seeds: int, batch: int) -> Plan | None:
+def make_plan(mode: str, num_lanes: int, batch: int) -> Plan | None:
     """The layout for ``mode`` on all devices; ``None`` for one device or ``mode="none"``.
 
-    ``auto`` splits seeds when they divide evenly over the devices, else the batch.
+    ``auto`` splits lanes when they divide evenly over the devices, else the batch.
     """
     if mode not in MODES:
         raise ConfigError(f"unknown sharding {mode!r}; choose one of {', '.join(MODES)}")
@@ -111,7 +118,10 @@ def make_plan(mode: str, num_seeds: int, batch: int) -> Plan | None:
     if mode == "none" or n == 1:
         return None
     if mode == "auto":
-        mode = "seeds" if num_seeds % n == 0 else "batch"
-    if mode == "seeds" and num_seeds % n:
-        raise ConfigError(f"--seeds {num_seeds} does not split evenly over {n} devices; use a multiple of {n} or --shard batch")
+        mode = "lanes" if num_lanes % n == 0 else "batch"
+    if mode == "lanes" and num_lanes % n:
+        raise ConfigError(
+            f"{num_lanes} lanes (points x seeds) do not split evenly over {n} devices; "
+            f"use a multiple of {n} or --shard batch"
+        )
     return Plan(Mesh(np.asarray(devices), (AXIS,)), mode)

@@ -7,6 +7,10 @@ the MAP-Elites state, so it is vmapped over seeds and checkpointed with the arch
     genomes, parents, state = emitter.emit(key, archive, state, generation, params)
     state = emitter.tell(key, state, archive, genomes, parents, scores, params)
 
+``params`` is one lane's :class:`jaxfool.map_elites.Params`: the encoding's rates
+(``params.variation``), the log-confidence that counts as fooled (``params.log_threshold``)
+and the classifier's weights (``params.model``).
+
 ``parents`` int32 ``[n]`` names the cell each offspring came from; ``scores`` float32
 ``[n, C]`` are its log-probabilities; ``archive`` in ``tell`` is the archive *before* the
 offspring were inserted. Several emitters split one generation's batch ("mixed emitters").
@@ -31,20 +35,17 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxfool.archive import Archive
-
-SELECTIONS = ("uniform", "unique", "unfooled")
-ES_STRATEGIES = {"sep_cma_es": "Sep_CMA_ES", "snes": "SNES", "open_es": "Open_ES", "cma_es": "CMA_ES"}
-# evosax strategies that sample antithetic pairs, so their population must be even.
-EVEN_POPULATION = ("open_es",)
+from jaxfool.config import ES_STRATEGIES, EVEN_POPULATION, SELECTIONS  # noqa: F401 (re-exported)
 
 
-def select_parents(key: jax.Array, archive: Archive, n: int, selection: str, threshold: float) -> jax.Array:
+def select_parents(key: jax.Array, archive: Archive, n: int, selection: str, log_threshold: jax.Array) -> jax.Array:
     """Picks ``n`` parent cells, int32 ``[n]``.
 
     * ``uniform``: uniform over occupied cells, as the paper's code (an image holding k cells
       is k times as likely to be picked).
     * ``unique``: uniform over distinct elite images.
-    * ``unfooled``: uniform over occupied cells whose elite is still below ``threshold``
+    * ``unfooled``: uniform over occupied cells whose elite is still below ``log_threshold``
+      (a traced float32 log-confidence)
       (all occupied cells once every cell is above): the budget goes where work remains.
     """
     weights = archive.filled.astype(jnp.float32)
@@ -54,7 +55,7 @@ def select_parents(key: jax.Array, archive: Archive, n: int, selection: str, thr
         )
         weights = weights / jnp.maximum(same.sum(axis=1), 1)
     elif selection == "unfooled":
-        below = weights * (archive.fitness < math.log(threshold))
+        below = weights * (archive.fitness < log_threshold)
         weights = jnp.where(below.sum() > 0, below, weights)
     return jax.random.choice(key, archive.num_cells, (n,), p=weights / weights.sum()).astype(jnp.int32)
 
@@ -78,19 +79,19 @@ class MutationEmitter:
     batch_size: int
     selection: str = "uniform"
     crossover: bool = False
-    threshold: float = 0.9999
 
     def init(self, key: jax.Array, archive: Archive, params: Any) -> jax.Array:
         return jnp.zeros((), jnp.int32)  # stateless; a leaf keeps checkpoints simple
 
     def emit(self, key, archive: Archive, state, generation, params):
         k_select, k_mate, k_cross, k_mutate = jax.random.split(key, 4)
-        parents = select_parents(k_select, archive, self.batch_size, self.selection, self.threshold)
+        parents = select_parents(k_select, archive, self.batch_size, self.selection, params.log_threshold)
         genomes = jax.tree.map(lambda g: g[parents], archive.genomes)
         if self.crossover:
-            mates = select_parents(k_mate, archive, self.batch_size, self.selection, self.threshold)
-            genomes = self.encoding.crossover(k_cross, genomes, jax.tree.map(lambda g: g[mates], archive.genomes), params)
-        return self.encoding.mutate(k_mutate, genomes, generation, params), parents, state
+            mates = select_parents(k_mate, archive, self.batch_size, self.selection, params.log_threshold)
+            mated = jax.tree.map(lambda g: g[mates], archive.genomes)
+            genomes = self.encoding.crossover(k_cross, genomes, mated, params.variation)
+        return self.encoding.mutate(k_mutate, genomes, generation, params.variation), parents, state
 
     def tell(self, key, state, archive, genomes, parents, scores, params):
         return state
@@ -117,7 +118,7 @@ class ESEmitter:
       population: offspring per instance per generation.
       std_init: initial search width (genes are in [0, 1]).
       restart_after: generations without improvement before an instance moves to a new elite.
-      selection, threshold: how restarting instances pick their elite (as parent selection).
+      selection: how restarting instances pick their elite (as parent selection).
     """
 
     encoding: Any
@@ -127,7 +128,6 @@ class ESEmitter:
     std_init: float = 0.1
     restart_after: int = 10
     selection: str = "uniform"
-    threshold: float = 0.9999
 
     def __post_init__(self):
         if self.strategy not in ES_STRATEGIES:
@@ -153,15 +153,15 @@ class ESEmitter:
     def _es_params(self):
         return self._es_params_value
 
-    def _start(self, key: jax.Array, archive: Archive) -> tuple[Any, jax.Array]:
+    def _start(self, key: jax.Array, archive: Archive, log_threshold: jax.Array) -> tuple[Any, jax.Array]:
         k_cell, k_init = jax.random.split(key)
-        centers = select_parents(k_cell, archive, self.instances, self.selection, self.threshold)
+        centers = select_parents(k_cell, archive, self.instances, self.selection, log_threshold)
         means = self.encoding.genes(archive.genomes[centers])
         init = jax.vmap(lambda k, m: self._es.init(k, m, self._es_params()))
         return init(jax.random.split(k_init, self.instances), means), centers
 
     def init(self, key: jax.Array, archive: Archive, params: Any) -> ESState:
-        strategy, centers = self._start(key, archive)
+        strategy, centers = self._start(key, archive, params.log_threshold)
         return ESState(strategy, centers, jnp.zeros(self.instances, jnp.int32))
 
     def emit(self, key, archive: Archive, state: ESState, generation, params):
@@ -180,7 +180,7 @@ class ESEmitter:
         strategy = tell(jax.random.split(k_tell, self.instances), evaluated, -gain, state.strategy)
         stale = jnp.where((gain > 0).any(axis=1), 0, state.stale + 1)
         restart = stale >= self.restart_after
-        fresh, centers = self._start(k_restart, archive)
+        fresh, centers = self._start(k_restart, archive, params.log_threshold)
         pick = lambda new, old: jnp.where(restart.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)  # noqa: E731
         return ESState(
             strategy=jax.tree.map(pick, fresh, strategy),

@@ -6,16 +6,13 @@ that line and exit with status 2 instead of showing a traceback from deep inside
 """
 
 
-class JaxfoolError(Exception):
-    """Base class for errors caused by user input."""
+from jaxfool.config import ConfigError, JaxfoolError
+
+__all__ = ["JaxfoolError", "ConfigError", "DataError", "ClassifierError", "CheckpointError"]
 
 
 class DataError(JaxfoolError):
     """A data set is missing, truncated or malformed."""
-
-
-class ConfigError(JaxfoolError):
-    """A configuration field has an invalid value."""
 
 
 class ClassifierError(JaxfoolError):

@@ -1,8 +1,16 @@
-"""From a :class:`RunConfig` to the objects a run needs: classifier, cells, encoding, engine."""
+"""From a :class:`RunConfig` to the objects a run needs: classifier, cells, encoding, engine.
+
+Engines are cached by the config's static fields (:meth:`RunConfig.static_key`) and the
+classifier, so runs and sweep groups that differ only in traced values reuse one engine, and
+so one compiled program: ``jax.jit`` caches compiled steps by the engine it is given.
+"""
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import math
+import os
 
 import numpy as np
 
@@ -11,20 +19,16 @@ from jaxfool.encodings import DirectEncoding, DirectParams, Encoding
 from jaxfool.encodings.cppn import CPPNEncoding, CPPNParams
 from jaxfool.errors import ConfigError
 from jaxfool.emitters import ESEmitter, MutationEmitter
-from jaxfool.map_elites import MapElites, Params
+from jaxfool.map_elites import MapElites, Params, stack_lanes
 from jaxfool.models import Classifier, check_classifier, load_classifier
 from jaxfool.scoring import make_score_fn
 
 
-def _params(cls: type, config: RunConfig):
-    """An encoding's traced parameters: its fields share their names with the config's."""
-    return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
-
-
-def make_encoding(config: RunConfig, image_shape: tuple[int, int, int]) -> tuple[Encoding, object]:
-    """The encoding a config names, and its traced parameters."""
+def make_encoding(config: RunConfig, image_shape: tuple[int, int, int]) -> tuple[Encoding, type]:
+    """The encoding a config names, and the class of its traced parameters (whose fields share
+    their names with the config's)."""
     if config.encoding == "direct":
-        return DirectEncoding(tuple(image_shape), color_space=config.color_space), _params(DirectParams, config)
+        return DirectEncoding(tuple(image_shape), color_space=config.color_space), DirectParams
     if config.encoding == "cppn":
         needed = 4 * (1 if image_shape[-1] == 1 else 3)
         if config.max_conns < needed:
@@ -36,7 +40,7 @@ def make_encoding(config: RunConfig, image_shape: tuple[int, int, int]) -> tuple
             max_conns=config.max_conns,
             activations=tuple(config.activations),
         )
-        return encoding, _params(CPPNParams, config)
+        return encoding, CPPNParams
     raise ConfigError(f"unknown encoding {config.encoding!r}")
 
 
@@ -72,10 +76,10 @@ def make_emitters(config: RunConfig, encoding: Encoding, budget: int) -> tuple:
     emitters = []
     for name in config.emitters:
         if name == "mutation":
-            emitters.append(MutationEmitter(encoding, sizes[name], config.selection, config.crossover_rate > 0, config.threshold))
+            emitters.append(MutationEmitter(encoding, sizes[name], config.selection, config.crossover_rate > 0))
         else:
             emitters.append(ESEmitter(encoding, name, sizes[name], config.es_population, config.es_std,
-                                      config.es_restart, config.selection, config.threshold))
+                                      config.es_restart, config.selection))
     return tuple(emitters)
 
 
@@ -88,8 +92,10 @@ class Experiment:
       classifier: the target network.
       cells: class index of each archive cell.
       encoding: genome <-> image.
-      engine: the static MAP-Elites algorithm.
-      params: traced parameters (classifier weights, variation rates).
+      engine: the static MAP-Elites algorithm (shared by every experiment with the same
+        classifier and static fields).
+      params: traced parameters of one lane of this config (classifier weights, variation
+        rates, threshold, stop fitness, generation cap).
     """
 
     config: RunConfig
@@ -107,11 +113,42 @@ class Experiment:
     def seeds(self) -> list[int]:
         return list(range(self.config.seed, self.config.seed + self.config.seeds))
 
-    @property
-    def stop_fitness(self) -> np.float32:
-        """log(threshold) when seeds stop once fooled, else +inf (a host scalar: valid on any
-        device and in every process)."""
-        return np.float32(np.log(self.config.threshold) if self.config.stop_when_fooled else np.inf)
+    def lane_params(self, **fields) -> Params:
+        """``params`` repeated for each seed (per-lane fields ``[K]``, the model shared), with
+        ``fields`` replaced (e.g. ``stop=np.inf`` for benchmarks that never stop)."""
+        row = self.params.replace(**{k: np.asarray(v, np.asarray(getattr(self.params, k)).dtype) for k, v in fields.items()})
+        return stack_lanes(self.params.model, [row] * self.config.seeds)
+
+
+def lane_row(config: RunConfig, variation_cls: type) -> Params:
+    """The traced values of ``config`` as one lane's :class:`Params` (host numpy scalars,
+    valid on any device and in every process; no model)."""
+    log_threshold = np.float32(math.log(config.threshold))
+    # Fixed dtypes: a lane row of Python numbers would be weakly typed and recompile the step.
+    variation = variation_cls(**{
+        f.name: (np.int32 if f.type in ("int", int) else np.float32)(getattr(config, f.name))
+        for f in dataclasses.fields(variation_cls)
+    })
+    return Params(
+        model=None,
+        variation=variation,
+        log_threshold=log_threshold,
+        stop=log_threshold if config.stop_when_fooled else np.float32(np.inf),
+        max_generation=np.int32(config.generations),
+    )
+
+
+_STATIC_CACHE: collections.OrderedDict = collections.OrderedDict()  # (classifier, static key) -> parts
+_CLASSIFIER_CACHE: dict = {}
+
+
+def _load_classifier(spec: str) -> Classifier:
+    """``load_classifier``, loaded once per spec (and checkpoint file version) per process."""
+    path = spec if os.path.exists(spec) else spec + ".msgpack"
+    key = (spec, os.path.getmtime(path) if os.path.exists(path) else None)
+    if key not in _CLASSIFIER_CACHE:
+        _CLASSIFIER_CACHE[key] = load_classifier(spec)
+    return _CLASSIFIER_CACHE[key]
 
 
 def build_experiment(config: RunConfig, classifier: Classifier | None = None) -> Experiment:
@@ -122,10 +159,24 @@ def build_experiment(config: RunConfig, classifier: Classifier | None = None) ->
       classifier: use this network instead of loading ``config.classifier``.
     """
     config.validate()
-    classifier = classifier or load_classifier(config.classifier)
+    classifier = classifier or _load_classifier(config.classifier)
+    key = (classifier, config.static_key())
+    if key in _STATIC_CACHE:
+        cells, encoding, engine, variation_cls = _STATIC_CACHE[key]
+        _STATIC_CACHE.move_to_end(key)
+    else:
+        cells, encoding, engine, variation_cls = _build_static(config, classifier)
+        _STATIC_CACHE[key] = cells, encoding, engine, variation_cls
+        while len(_STATIC_CACHE) > 32:  # bounded: each entry holds a classifier
+            _STATIC_CACHE.popitem(last=False)
+    params = lane_row(config, variation_cls).replace(model=classifier.params)
+    return Experiment(config, classifier, cells, encoding, engine, params)
+
+
+def _build_static(config: RunConfig, classifier: Classifier):
     check_classifier(classifier)
     cells = classifier.class_indices(config.classes or None)
-    encoding, variation = make_encoding(config, image_shape(config, classifier))
+    encoding, variation_cls = make_encoding(config, image_shape(config, classifier))
     if config.recombine and not hasattr(encoding, "recombine"):
         raise ConfigError(f"recombine is not available for the {config.encoding} encoding; pass --no-recombine")
     if config.recombine and config.batch <= len(cells):
@@ -141,5 +192,4 @@ def build_experiment(config: RunConfig, classifier: Classifier | None = None) ->
         recombine=config.recombine,
         init_size=config.batch,
     )
-    params = Params(model=classifier.params, variation=variation)
-    return Experiment(config, classifier, cells, encoding, engine, params)
+    return cells, encoding, engine, variation_cls

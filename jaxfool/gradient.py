@@ -25,7 +25,7 @@ from flax import struct
 from jaxfool.encodings.base import quantize
 from jaxfool.errors import ConfigError
 from jaxfool.models.classifier import Classifier
-from jaxfool.cli import option
+from jaxfool.config import option
 
 STARTS = ("mean", "blank", "random")
 

@@ -7,10 +7,13 @@ the offspring with the classifier, and inserts them into every cell they beat::
     state = engine.init(key, params)                  # generation 0: B random images
     state, metrics = engine.step(state, key, params)  # one generation
 
-:func:`run_generations` runs many generations of many independent seeds in one jitted
-``lax.scan`` over ``vmap`` ped states, so the host is touched only between chunks.
-The key of generation ``g`` is ``fold_in(seed_key, g)``: a run's random stream does not
-depend on how it is chunked, interrupted and resumed.
+:func:`run_generations` runs many generations of many independent *lanes* in one jitted
+``lax.scan`` over ``vmap`` ped states, so the host is touched only between chunks. A lane is
+one (config, seed) pair: its own key, its own state and its own row of traced ``Params``
+(rates, threshold, generation cap), while the classifier's weights are shared. The seeds of a
+run and the points of a sweep are lanes alike, so a sweep over traced fields is one program.
+The key of generation ``g`` is ``fold_in(lane_key, g)``: a lane's random stream does not
+depend on how it is chunked, interrupted and resumed, nor on which other lanes run beside it.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from jaxfool.archive import Archive, empty_archive, insert
@@ -32,10 +36,33 @@ ScoreFn = Callable[[Any, jax.Array], jax.Array]
 
 @struct.dataclass
 class Params:
-    """Traced inputs of a step: the classifier's parameters and the encoding's rates."""
+    """Traced inputs of a step. In :func:`run_generations` and :func:`init_seeds` every field
+    but ``model`` has a leading lane axis ``[L]`` (see :func:`stack_lanes`).
+
+    Attributes:
+      model: the classifier's parameters, shared by all lanes.
+      variation: the encoding's rates (``DirectParams`` / ``CPPNParams``).
+      log_threshold: float32, log of the confidence that counts as fooled.
+      stop: float32, a lane freezes once every cell has fitness >= ``stop`` (+inf: never).
+      max_generation: int32, the generation cap.
+    """
 
     model: Any
     variation: Any
+    log_threshold: Any = np.float32(np.log(0.9999))
+    stop: Any = np.float32(np.inf)
+    max_generation: Any = np.int32(np.iinfo(np.int32).max)
+
+
+LANE_AXES = Params(model=None, variation=0, log_threshold=0, stop=0, max_generation=0)  # vmap in_axes
+
+
+def stack_lanes(model: Any, rows: list[Params]) -> Params:
+    """One :class:`Params` whose per-lane fields stack ``rows`` (their ``model`` is ignored)
+    along a new leading axis, sharing ``model``."""
+    per_lane = [r.replace(model=None) for r in rows]
+    stacked = jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *per_lane)
+    return stacked.replace(model=model)
 
 
 @struct.dataclass
@@ -99,12 +126,12 @@ class MapElites:
     def init(self, key: jax.Array, params: Params) -> State:
         """Scores random genomes into an empty archive (generation 0); starts the emitters."""
         k_genomes, *k_emitters = jax.random.split(key, 1 + len(self.emitters))
-        genomes = self.encoding.init(k_genomes, self.init_size or self.batch_size)
+        genomes = self.encoding.init(k_genomes, self.init_size or self.batch_size, params.variation)
         archive = empty_archive(jax.tree.map(lambda g: g[0], genomes), self.num_cells)
         scores = self.score_fn(params.model, self.encoding.render(genomes))
         parents = jnp.full((scores.shape[0],), -1, jnp.int32)
         archive, _ = insert(archive, genomes, scores, jnp.int32(0), parents)
-        emitters = tuple(e.init(k, archive, params.variation) for e, k in zip(self.emitters, k_emitters))
+        emitters = tuple(e.init(k, archive, params) for e, k in zip(self.emitters, k_emitters))
         return State(archive=archive, generation=jnp.int32(0), emitters=emitters)
 
     def step(self, state: State, key: jax.Array, params: Params) -> tuple[State, Metrics]:
@@ -113,7 +140,7 @@ class MapElites:
         archive = state.archive
         generation = state.generation + 1
         emitted = [
-            e.emit(k, archive, s, generation, params.variation)
+            e.emit(k, archive, s, generation, params)
             for e, s, k in zip(self.emitters, state.emitters, jax.random.split(k_emit, len(self.emitters)))
         ]
         offspring = jax.tree.map(lambda *g: jnp.concatenate(g), *[o[0] for o in emitted])
@@ -135,62 +162,89 @@ class MapElites:
         for e, (_, _, s), k in zip(self.emitters, emitted, jax.random.split(k_tell, len(self.emitters))):
             part = slice(start, start + e.batch_size)
             start += e.batch_size
-            told.append(e.tell(k, s, archive, jax.tree.map(lambda g: g[part], offspring), parents[part], scores[part], params.variation))
+            told.append(e.tell(k, s, archive, jax.tree.map(lambda g: g[part], offspring), parents[part], scores[part], params))
         state = State(archive=new_archive, generation=generation, emitters=tuple(told))
         return state, Metrics(fitness=new_archive.fitness, improved=improved, generation=generation)
 
-    def evaluations(self, generation: int) -> int:
-        """Images scored after ``generation`` offspring generations (generation 0 included)."""
-        return self.batch_size * (int(generation) + 1)
+    def evaluations(self, generation: Any) -> Any:
+        """Images scored after ``generation`` offspring generations, generation 0's random
+        images included: the one place evaluations are counted. Works on ints and on numpy
+        arrays of generation counters (frozen lanes stop counting because their counters stop)."""
+        init = self.init_size or self.batch_size
+        if isinstance(generation, (int, np.integer)):
+            return init + self.batch_size * int(generation)
+        return init + self.batch_size * np.asarray(generation, np.int64)
 
 
 def seed_keys(seeds: list[int] | tuple[int, ...]) -> jax.Array:
-    """One base key per seed: typed PRNG keys ``[K]``."""
+    """One base key per lane: typed PRNG keys ``[L]``."""
     return jnp.stack([jax.random.key(s) for s in seeds])
 
 
-@functools.partial(jax.jit, static_argnames=("engine",))
-def init_seeds(engine: MapElites, params: Params, keys: jax.Array) -> State:
-    """Initial states of K independent runs: leaves ``[K, ...]``. ``keys``: ``[K]`` seed keys."""
-    return jax.vmap(lambda k: engine.init(jax.random.fold_in(k, 0), params))(keys)
+def _over_lanes(fn, mesh, num_args: int):
+    """``fn(params, *lane_args)`` as is, or, with a device ``mesh``, run on each device for its
+    own block of lanes (``shard_map``; every output has lanes first). Lanes never talk to each
+    other, so nothing is gathered or computed twice during a chunk."""
+    if mesh is None:
+        return fn
+    from jax.sharding import PartitionSpec
+
+    lanes = PartitionSpec(mesh.axis_names)
+    per_lane = Params(model=PartitionSpec(), variation=lanes, log_threshold=lanes, stop=lanes, max_generation=lanes)
+    return jax.shard_map(fn, mesh=mesh, in_specs=(per_lane, *[lanes] * num_args), out_specs=lanes, check_vma=False)
 
 
-@functools.partial(jax.jit, static_argnames=("engine", "length"))
+@functools.partial(jax.jit, static_argnames=("engine", "mesh"))
+def init_seeds(engine: MapElites, params: Params, keys: jax.Array, mesh: Any = None) -> State:
+    """Initial states of L lanes: leaves ``[L, ...]``. ``keys``: ``[L]`` lane keys; ``params``
+    per lane (:func:`stack_lanes`); ``mesh``: split the lanes over its devices."""
+
+    def lanes(p, k):
+        return jax.vmap(lambda k, p: engine.init(jax.random.fold_in(k, 0), p), in_axes=(0, LANE_AXES))(k, p)
+
+    return _over_lanes(lanes, mesh, 1)(params, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("engine", "length", "mesh"))
 def run_generations(
     engine: MapElites,
     params: Params,
     state: State,
     keys: jax.Array,
     length: int,
-    stop_fitness: jax.Array | float = jnp.inf,
-    max_generation: jax.Array | int = jnp.iinfo(jnp.int32).max,
+    mesh: Any = None,
 ) -> tuple[State, Metrics]:
-    """Runs ``length`` generations of K seeds in one compiled ``lax.scan``.
+    """Runs ``length`` generations of L lanes in one compiled ``lax.scan``.
 
-    A seed is frozen (its state, generation counter included, stops changing) once every cell
-    has fitness >= ``stop_fitness`` or it has done ``max_generation`` generations. Both are
-    traced, so every chunk of a run reuses one compiled program.
+    A lane is frozen (its state, generation counter included, stops changing) once every cell
+    has fitness >= its ``params.stop`` or it has done ``params.max_generation`` generations.
+    Both are traced, so every chunk of a run, and every grid of traced values of a sweep,
+    reuses one compiled program.
 
     Args:
       engine: static algorithm.
-      params: shared by all seeds.
-      state: leaves ``[K, ...]``.
-      keys: ``[K]`` seed keys; generation g of seed k uses ``fold_in(keys[k], g)``.
+      params: ``model`` shared; every other field ``[L]`` (:func:`stack_lanes`).
+      state: leaves ``[L, ...]``.
+      keys: ``[L]`` lane keys; generation g of lane l uses ``fold_in(keys[l], g)``.
       length: generations in this chunk (static).
-      stop_fitness: float32 scalar, log of the confidence that stops a seed (inf: never).
-      max_generation: int32 scalar, the generation cap.
+      mesh: a device mesh to split the lanes over (static; ``None``: no splitting).
 
     Returns:
-      ``(state, metrics)`` with metrics leaves ``[length, K, ...]``.
+      ``(state, metrics)`` with metrics leaves ``[length, L, ...]``.
     """
 
-    def one_seed(s: State, key: jax.Array) -> tuple[State, Metrics]:
-        new, metrics = engine.step(s, jax.random.fold_in(key, s.generation + 1), params)
-        frozen = jnp.all(s.archive.fitness >= stop_fitness) | (s.generation >= max_generation)
+    def one_lane(s: State, key: jax.Array, p: Params) -> tuple[State, Metrics]:
+        new, metrics = engine.step(s, jax.random.fold_in(key, s.generation + 1), p)
+        frozen = jnp.all(s.archive.fitness >= p.stop) | (s.generation >= p.max_generation)
         new = jax.tree.map(lambda old, upd: jnp.where(frozen, old, upd), s, new)
         return new, Metrics(new.archive.fitness, metrics.improved & ~frozen, new.generation)
 
-    def body(s, _):
-        return jax.vmap(one_seed)(s, keys)
+    def chunk(p, s, k):
+        def body(s, _):
+            return jax.vmap(one_lane, in_axes=(0, 0, LANE_AXES))(s, k, p)
 
-    return jax.lax.scan(body, state, None, length=length)
+        s, metrics = jax.lax.scan(body, s, None, length=length)
+        return s, jax.tree.map(lambda m: jnp.moveaxis(m, 0, 1), metrics)  # lanes first, for shard_map
+
+    state, metrics = _over_lanes(chunk, mesh, 2)(params, state, keys)
+    return state, jax.tree.map(lambda m: jnp.moveaxis(m, 1, 0), metrics)

@@ -8,6 +8,7 @@ histogram and a table), the progress plot, and the run's config and environment.
 from __future__ import annotations
 
 import base64
+import glob
 import html
 import io
 import json
@@ -107,10 +108,9 @@ def write_report(run_dir: str, path: str | None = None) -> str:
             parts.append(f"<figure{miss}>{img}<figcaption>{classes[c]} {e(name)}<br>{pictures.confidence_label(conf)}</figcaption></figure>")
         parts.append("</div>")
 
-    batch = config["batch"]
-    per_class = [[(g + 1) * batch if g >= 0 else None for g in s["generations_to_threshold_per_class"]] for s in seeds]
+    per_class = [s["evaluations_to_threshold_per_class"] for s in seeds]
     flat = [x for row in per_class for x in row]
-    budget = (config["generations"] + 1) * batch
+    budget = summary["evaluation_budget"]
     parts.append(f"<h2>Evaluations to fool each class</h2><img alt='histogram of evaluations to fool' src='{_data_uri(_histogram(flat, budget, threshold))}'>")
     header = "".join(f"<th>seed {s['seed']}</th>" for s in seeds)
     parts.append(f"<table><tr><th>class</th><th>name</th>{header}<th>best confidence (median)</th></tr>")
@@ -139,4 +139,35 @@ def write_report(run_dir: str, path: str | None = None) -> str:
     with open(tmp, "w") as f:
         f.write("\n".join(parts))
     os.replace(tmp, path)
+    return path
+
+
+def write_sweep_report(out_dir: str, rows: list[dict], point_dirs: list[str], axes: list[str]) -> str:
+    """``sweep.html``: ``sweep.png``, then one row per point: its grid values, seeds fooled,
+    generations to 99.99 %, median best confidence, evals/s and its elites (first seed)."""
+    e = html.escape
+    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>jaxfool sweep</title><style>{CSS}</style></head><body>",
+             f"<h1>Sweep: {len(rows)} points</h1>"]
+    plot = os.path.join(out_dir, "sweep.png")
+    if os.path.exists(plot):
+        with open(plot, "rb") as f:
+            parts.append(f"<img alt='generations to fool and median confidence per point' src='{_data_uri(f.read())}'>")
+    head = "".join(f"<th>{e(a)}</th>" for a in axes)
+    parts.append(f"<h2>Points</h2><table><tr>{head}<th>seeds fooled</th><th>median generations to 99.99%</th>"
+                 "<th>median best confidence</th><th>evals/s</th><th>elites (first seed)</th></tr>")
+    for row, d in zip(rows, point_dirs):
+        grid = os.path.join(out_dir, d, "elites.png")
+        if not os.path.exists(grid):  # big archives of several seeds: one picture per seed
+            grid = next(iter(sorted(glob.glob(os.path.join(out_dir, d, "elites-seed*.png")))), grid)
+        img = f"<a href='{e(d)}/report.html'><img style='max-width:700px' alt='elites' src='{_data_uri(open(grid, 'rb').read())}'></a>" if os.path.exists(grid) else "-"
+        g = row["median_generations_to_9999"]
+        rate = row["evals_per_s"]
+        parts.append("<tr>" + "".join(f"<td>{e(str(row[a]))}</td>" for a in axes)
+                     + f"<td>{row['seeds_fooled']}/{row['seeds']}</td><td>{g if g is not None else 'not fooled'}</td>"
+                     f"<td>{pictures.confidence_label(row['median_best_confidence'])}</td><td>{f'{rate:,.0f}' if rate else '-'}</td>"
+                     f"<td class='name'>{img}</td></tr>")
+    parts.append("</table></body></html>")
+    path = os.path.join(out_dir, "sweep.html")
+    with open(path, "w") as f:
+        f.write("\n".join(parts))
     return path

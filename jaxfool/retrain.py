@@ -34,7 +34,7 @@ from jaxfool.presets import load_preset
 from jaxfool.runner import run
 from jaxfool.training import TrainConfig, accuracy, predict, train_classifier
 from jaxfool.transfer import load_elites
-from jaxfool.cli import option
+from jaxfool.config import option
 
 FOOLING = "fooling"
 NUM_REAL = 10

@@ -1,15 +1,24 @@
-"""Sweeps: a grid over config fields, each point a MAP-Elites run of K vmapped seeds.
+"""Sweeps: a grid over config fields, run as few compiled programs as the grid allows.
 
-Points run one after another in one process (each is one compiled program; parameters that
-are traced, like rates, reuse it) or as separate jobs. Each point has its own run directory
-under ``points/``: a finished point (its ``summary.json`` exists) is skipped, an unfinished one
-resumes from its checkpoint, so a killed sweep restarts where it stopped. ``sweep.csv`` gets one
-row per point and ``sweep.png`` compares them.
+Every (point, seed) is a *lane*. Points that differ only in traced fields (rates, etas,
+threshold, generation cap: :data:`jaxfool.config.KINDS`) share an engine, so their lanes are
+stacked into one group and run vmapped in one compiled program, each lane with its own row of
+``Params``; static fields (encoding, batch, classifier, ...) split the grid into groups, each
+compiled once. Lanes stop independently: a lane whose classes are all fooled is frozen and
+stops counting evaluations; a group ends when all its lanes are done.
+
+The output layout is per point, as if each had run alone: ``points/<point>/`` holds the same
+files as a run directory (``summary.json`` with the same schema, pictures, ``metrics.jsonl``,
+``config.json``). Each group checkpoints its stacked state under ``groups/<group>/``: a
+killed sweep resumes where it stopped and finishes bit-identical to an uninterrupted one, and
+finished groups are skipped. ``sweep.csv`` has one row per point, ``sweep.png`` compares them and
+``sweep.html`` shows every point's elites beside its numbers.
 """
-
 from __future__ import annotations
 
 import csv
+import dataclasses
+import hashlib
 import itertools
 import json
 import os
@@ -20,9 +29,11 @@ from typing import Any
 
 import numpy as np
 
+from jaxfool import checkpointing
 from jaxfool.config import RunConfig
 from jaxfool.errors import ConfigError
 from jaxfool.presets import load_preset
+from jaxfool.report import write_sweep_report
 
 
 def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
@@ -104,6 +115,23 @@ def summary_row(point: dict[str, Any], summary: dict) -> dict[str, Any]:
     }
 
 
+def check_axes(grid: dict[str, list[Any]]) -> None:
+    """Grid axes must be static or traced fields (or ``preset``): seeds are lanes already
+    (``--seeds``), and host settings do not change results."""
+    kinds = {f.name: f.metadata.get("kind") for f in dataclasses.fields(RunConfig)}
+    for key in grid:
+        if kinds.get(key) == "lanes":
+            raise ConfigError(f"--grid {key}: seeds are lanes of every point already; use --seed and --seeds")
+        if kinds.get(key) == "host":
+            raise ConfigError(f"--grid {key}: a host setting, not an experiment axis; give it once as --{key.replace('_', '-')}")
+
+
+def group_name(names: list[str]) -> str:
+    """A stable directory name for a group of points."""
+    digest = hashlib.sha1("\n".join(names).encode()).hexdigest()[:10]
+    return f"{len(names)}-points-{digest}"
+
+
 def run_sweep(
     base_preset: str,
     grid: dict[str, list[Any]],
@@ -113,32 +141,79 @@ def run_sweep(
     log: Callable[[str], None] = print,
     shard: str = "auto",
 ) -> list[dict[str, Any]]:
-    """Runs every point not yet finished; returns all rows (also ``sweep.csv``/``sweep.png``)."""
-    from jaxfool.runner import resume_config, run
+    """Runs every group not yet finished; returns all rows (also ``sweep.csv``/``sweep.png``/
+    ``sweep.html``). Every point is validated, and every group laid out on the devices, before
+    anything compiles."""
+    from jaxfool.distributed import is_main_process, make_plan
+    from jaxfool.evolution import Lanes, evolve
+    from jaxfool.experiment import build_experiment
+    from jaxfool.runner import restorer
+    from jaxfool.writers import Checkpoints, MetricsLog, Outputs, ProgressBar
 
     overrides = overrides or {}
-    todo = [(p, point_config(base_preset, p, overrides)) for p in points(grid)]  # validate all first
+    check_axes(grid)
+    grid_points = points(grid)
+    configs = [point_config(base_preset, p, overrides) for p in grid_points]
+    names = [point_name(p) for p in grid_points]
+    experiments = [build_experiment(c) for c in configs]
+    groups: dict[int, list[int]] = {}
+    for i, exp in enumerate(experiments):
+        groups.setdefault(id(exp.engine), []).append(i)
+    plans = {}
+    for key, members in groups.items():
+        lanes = Lanes.of([experiments[i] for i in members])
+        plans[key] = (lanes, make_plan(shard, len(lanes), lanes.engine.batch_size))
     os.makedirs(os.path.join(out_dir, "points"), exist_ok=True)
-    with open(os.path.join(out_dir, "sweep.json"), "w") as f:
-        json.dump({"preset": base_preset, "grid": {k: [list(v) if isinstance(v, tuple) else v for v in vs] for k, vs in grid.items()},
-                   "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}}, f, indent=2)
-    rows = []
-    for i, (point, config) in enumerate(todo):
-        run_dir = os.path.join(out_dir, "points", point_name(point))
-        summary_path = os.path.join(run_dir, "summary.json")
-        if os.path.exists(summary_path):
-            log(f"[{i + 1}/{len(todo)}] {point_name(point)}: done, skipped")
-            with open(summary_path) as f:
-                summary = json.load(f)
-        else:
-            resuming = os.path.exists(os.path.join(run_dir, "config.json"))
-            log(f"[{i + 1}/{len(todo)}] {point_name(point)}: {'resuming' if resuming else 'running'} {config.seeds} seeds")
-            if resuming:
-                config = resume_config(run_dir, generations=config.generations)
-            summary = run(config, run_dir, resume=resuming, progress_bar=progress_bar, shard=shard)
-        rows.append(summary_row(point, summary))
-        write_results(out_dir, rows)
+    if is_main_process():
+        with open(os.path.join(out_dir, "sweep.json"), "w") as f:
+            json.dump({"preset": base_preset, "grid": {k: [_plain(v) for v in vs] for k, vs in grid.items()},
+                       "overrides": {k: _plain(v) for k, v in overrides.items()}}, f, indent=2)
+    summaries: dict[int, dict] = {}
+    for g, (key, members) in enumerate(groups.items()):
+        lanes, plan = plans[key]
+        dirs = [os.path.join(out_dir, "points", names[i]) for i in members]
+        label = f"[group {g + 1}/{len(groups)}]"
+        if all(os.path.exists(os.path.join(d, "summary.json")) for d in dirs):
+            for i, d in zip(members, dirs):
+                log(f"{label} {names[i]}: done, skipped")
+                with open(os.path.join(d, "summary.json")) as f:
+                    summaries[i] = json.load(f)
+            continue
+        group_dir = os.path.join(out_dir, "groups", group_name([names[i] for i in members]))
+        ckpt_dir = os.path.join(group_dir, "checkpoints")
+        if is_main_process():
+            os.makedirs(group_dir, exist_ok=True)
+            with open(os.path.join(group_dir, "points.json"), "w") as f:
+                json.dump([names[i] for i in members], f)
+        resuming = checkpointing.latest_step(ckpt_dir) is not None
+        log(f"{label} {'resuming' if resuming else 'running'} {len(members)} point(s) x {configs[members[0]].seeds} seeds "
+            f"= {len(lanes)} lanes in one program: {', '.join(names[i] for i in members)}")
+        observers: list = []
+        outputs = []
+        for n, (i, d) in enumerate(zip(members, dirs)):
+            os.makedirs(d, exist_ok=True)
+            if is_main_process():
+                with open(os.path.join(d, "config.json"), "w") as f:
+                    json.dump(configs[i].to_dict(), f, indent=2)
+            observers.append(MetricsLog(os.path.join(d, "metrics.jsonl"), experiments[i], lanes.lanes_of(n)))
+            outputs.append(Outputs(d, experiments[i], lanes.lanes_of(n)))
+        every = min((configs[i].checkpoint_every for i in members if configs[i].checkpoint_every), default=0)
+        observers.append(Checkpoints(ckpt_dir, every))
+        observers.extend(outputs)
+        if progress_bar:
+            first = configs[members[0]]
+            observers.append(ProgressBar(max(configs[i].generations for i in members), len(experiments[members[0]].cells), first.threshold))
+        evolve(lanes, observers, plan=plan, resume=restorer(ckpt_dir, resuming))
+        for i, o in zip(members, outputs):
+            summaries[i] = o.summary
+    rows = [summary_row(p, summaries[i]) for i, p in enumerate(grid_points)]
+    if is_main_process():
+        write_results(out_dir, rows, [os.path.join("points", n) for n in names])
     return rows
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 _ROW_FIELDS = {
@@ -147,8 +222,9 @@ _ROW_FIELDS = {
 }
 
 
-def write_results(out_dir: str, rows: list[dict[str, Any]]) -> None:
-    """``sweep.csv`` and ``sweep.png``."""
+def write_results(out_dir: str, rows: list[dict[str, Any]], point_dirs: list[str]) -> None:
+    """``sweep.csv``, ``sweep.png`` and ``sweep.html`` (``point_dirs``: each row's directory,
+    relative to ``out_dir``)."""
     with open(os.path.join(out_dir, "sweep.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -186,3 +262,4 @@ def write_results(out_dir: str, rows: list[dict[str, Any]]) -> None:
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "sweep.png"), dpi=100)
     plt.close(fig)
+    write_sweep_report(out_dir, rows, point_dirs, keys)

@@ -36,7 +36,7 @@ def main() -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                         help="stop after this many minutes (checkpoint and pictures written; --resume continues)")
-    parser.add_argument("--shard", default="auto", help="layout over several devices: auto | none | seeds | batch (default: auto)")
+    parser.add_argument("--shard", default="auto", help="layout over several devices: auto | none | lanes (split the seeds) | batch (split each generation) (default: auto)")
     parser.add_argument("--distributed", action="store_true", help="join a multi-process run (jax.distributed; SLURM, Open MPI and TPU pods are detected)")
     parser.add_argument("--coordinator", default=None, help="with --distributed: host:port of process 0")
     parser.add_argument("--num-processes", type=int, default=None, help="with --distributed: number of processes")

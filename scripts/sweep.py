@@ -22,7 +22,7 @@ def main() -> int:
                         help="an axis of the grid (repeatable); FIELD is a config field or 'preset'; tuple values join with +")
     parser.add_argument("--out", default="runs/sweep", help="sweep directory (default: runs/sweep)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--shard", default="auto", help="layout over several devices: auto | none | seeds | batch")
+    parser.add_argument("--shard", default="auto", help="layout over several devices: auto | none | lanes (split the points x seeds) | batch (split each generation)")
     add_config_flags(parser, RunConfig)
     args = parser.parse_args()
     enable_compilation_cache()

@@ -28,7 +28,7 @@ def _run(out, *extra, devices=1, env=None):
 
 def _final_state(out):
     exp = build_experiment(load_preset(seeds=4, generations=12, chunk=4, stop_when_fooled=False))
-    like = init_seeds(exp.engine, exp.params, seed_keys(exp.seeds))
+    like = init_seeds(exp.engine, exp.lane_params(), seed_keys(exp.seeds))
     return checkpointing.restore_checkpoint(os.path.join(out, "checkpoints"), like)[1]
 
 
@@ -45,7 +45,7 @@ def one_device(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("shard,devices", [("batch", 8), ("seeds", 4)])
+@pytest.mark.parametrize("shard,devices", [("batch", 8), ("lanes", 4)])
 def test_many_devices_give_identical_archives(one_device, tmp_path, shard, devices):
     proc = _run(tmp_path, "--shard", shard, devices=devices)
     assert proc.wait(600) == 0, proc.stderr.read()

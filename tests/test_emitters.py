@@ -10,7 +10,7 @@ from jaxfool.emitters import ESEmitter, archive_gain
 from jaxfool.encodings import DirectEncoding, DirectParams
 from jaxfool.errors import ConfigError
 from jaxfool.experiment import build_experiment, make_emitters
-from jaxfool.map_elites import init_seeds, run_generations, seed_keys
+from jaxfool.map_elites import Params, init_seeds, run_generations, seed_keys
 from jaxfool.presets import load_preset
 
 
@@ -26,16 +26,17 @@ def test_es_emitter_emits_tells_and_restarts(strategy):
     enc = DirectEncoding((6, 6, 1))
     archive = _filled_archive(enc)
     em = ESEmitter(enc, strategy, batch_size=20, population=10, restart_after=2)
-    state = em.init(jax.random.key(2), archive, DirectParams())
-    genomes, parents, state = em.emit(jax.random.key(3), archive, state, 1, DirectParams())
+    params = Params(model=None, variation=DirectParams())
+    state = em.init(jax.random.key(2), archive, params)
+    genomes, parents, state = em.emit(jax.random.key(3), archive, state, 1, params)
     assert genomes.shape == (20, 6, 6, 1) and genomes.dtype == jnp.uint8
     assert parents.shape == (20,) and (parents[:10] == state.center[0]).all()
     worse = jnp.full((20, 4), -1e3)  # nothing improves: instances go stale, then restart
     for step in range(2):
-        state = em.tell(jax.random.key(4 + step), state, archive, genomes, parents, worse, DirectParams())
+        state = em.tell(jax.random.key(4 + step), state, archive, genomes, parents, worse, params)
     assert (state.stale == 0).all()  # restarted after 2 stale generations
     better = jnp.zeros((20, 4))  # log p = 0 beats every elite
-    state = em.tell(jax.random.key(9), state, archive, genomes, parents, better, DirectParams())
+    state = em.tell(jax.random.key(9), state, archive, genomes, parents, better, params)
     assert (state.stale == 0).all()
 
 
@@ -60,9 +61,10 @@ def test_mixed_emitters_split_the_batch_and_run():
     assert [e.batch_size for e in emitters] == [110, 80] and sum(e.batch_size for e in emitters) == 190
     exp = build_experiment(config)
     assert exp.engine.batch_size == 200
-    keys = seed_keys([0, 1])
-    state = init_seeds(exp.engine, exp.params, keys)
-    state, metrics = run_generations(exp.engine, exp.params, state, keys, 10, np.float32(np.inf), np.int32(100))
+    exp = build_experiment(config.replace(seeds=2, stop_when_fooled=False))
+    keys = seed_keys(exp.seeds)
+    state = init_seeds(exp.engine, exp.lane_params(), keys)
+    state, metrics = run_generations(exp.engine, exp.lane_params(), state, keys, 10)
     f = np.asarray(metrics.fitness)
     assert (np.diff(f, axis=0) >= 0).all() and (f[-1] > f[0]).any()
     assert state.emitters[1].center.shape == (2, 4)  # per seed, 4 SNES instances of 20

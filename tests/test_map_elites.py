@@ -8,14 +8,22 @@ from jaxfool.archive import empty_archive
 from jaxfool.encodings import DirectEncoding, DirectParams
 from jaxfool.experiment import build_experiment
 from jaxfool.emitters import MutationEmitter, select_parents
-from jaxfool.map_elites import MapElites, Params, init_seeds, run_generations, seed_keys
+from jaxfool.map_elites import MapElites, Params, init_seeds, run_generations, seed_keys, stack_lanes
 from jaxfool.presets import load_preset
+
+
+def _lanes(exp, n, stop=np.inf, cap=10**6, **rates):
+    """``n`` lanes of ``exp``'s params with a stop fitness, a cap and changed rates."""
+    row = exp.params.replace(stop=np.float32(stop), max_generation=np.int32(cap),
+                             variation=exp.params.variation.replace(**{k: np.float32(v) for k, v in rates.items()}))
+    return stack_lanes(row.model, [row] * n)
 
 
 def _run(exp, seeds, length, state=None, stop=np.inf):
     keys = seed_keys(seeds)
-    state = init_seeds(exp.engine, exp.params, keys) if state is None else state
-    return run_generations(exp.engine, exp.params, state, keys, length, np.float32(stop), np.int32(10**6))
+    params = _lanes(exp, len(seeds), stop)
+    state = init_seeds(exp.engine, params, keys) if state is None else state
+    return run_generations(exp.engine, params, state, keys, length)
 
 
 def test_default_preset_fools_every_class_within_50_generations():
@@ -40,11 +48,10 @@ def test_paper_preset_makes_steady_progress():
 def test_step_compiles_once_across_chunks_and_rates():
     exp = build_experiment(load_preset(generations=5))
     keys = seed_keys([0])
-    state = init_seeds(exp.engine, exp.params, keys)
+    state = init_seeds(exp.engine, _lanes(exp, 1), keys)
     before = run_generations._cache_size()
     for rate in (0.1, 0.2, 0.05):
-        params = exp.params.replace(variation=exp.params.variation.replace(mutation_rate=rate))
-        state, _ = run_generations(exp.engine, params, state, keys, 3, np.float32(np.inf), np.int32(100))
+        state, _ = run_generations(exp.engine, _lanes(exp, 1, cap=100, mutation_rate=rate), state, keys, 3)
     assert run_generations._cache_size() - before == 1
 
 
@@ -69,13 +76,19 @@ def test_chunking_does_not_change_the_run():
 
 def test_seeds_stop_when_fooled_and_at_the_cap():
     exp = build_experiment(load_preset())
-    keys = seed_keys([0])
-    state = init_seeds(exp.engine, exp.params, keys)
-    state, metrics = run_generations(exp.engine, exp.params, state, keys, 8, np.float32(np.inf), np.int32(5))
-    assert int(state.generation[0]) == 5 and np.asarray(metrics.generation)[:, 0].tolist() == [1, 2, 3, 4, 5, 5, 5, 5]
+    keys = seed_keys([0, 1])
+    state = init_seeds(exp.engine, _lanes(exp, 2), keys)
+    caps = stack_lanes(exp.params.model, [exp.params.replace(stop=np.float32(np.inf), max_generation=np.int32(c)) for c in (5, 7)])
+    state, metrics = run_generations(exp.engine, caps, state, keys, 8)
+    assert np.asarray(metrics.generation).T.tolist() == [[1, 2, 3, 4, 5, 5, 5, 5], [1, 2, 3, 4, 5, 6, 7, 7]]
+    frozen = np.asarray(metrics.improved)[5:, 0]
+    assert not frozen.any()  # a frozen lane reports no improvement
     met = np.float32(-1e30)  # a stop level every filled cell meets: frozen at once
-    state, _ = run_generations(exp.engine, exp.params, state, keys, 4, met, np.int32(100))
-    assert int(state.generation[0]) == 5
+    state, _ = run_generations(exp.engine, _lanes(exp, 2, stop=met), state, keys, 4)
+    assert np.asarray(state.generation).tolist() == [5, 7]
+
+
+LOG_T = np.float32(math.log(0.9999))
 
 
 def _archive(fitness):
@@ -86,17 +99,17 @@ def _archive(fitness):
 
 def test_selection_uniform_and_unfooled():
     a = _archive([math.log(0.5), -jnp.inf, math.log(0.99999), math.log(0.2)])
-    picks = np.asarray(select_parents(jax.random.key(0), a, 4000, "uniform", 0.9999))
+    picks = np.asarray(select_parents(jax.random.key(0), a, 4000, "uniform", LOG_T))
     assert set(picks) == {0, 2, 3} and abs((picks == 2).mean() - 1 / 3) < 0.03
-    picks = np.asarray(select_parents(jax.random.key(0), a, 4000, "unfooled", 0.9999))
+    picks = np.asarray(select_parents(jax.random.key(0), a, 4000, "unfooled", LOG_T))
     assert set(picks) == {0, 3}
     all_fooled = _archive([math.log(0.99999)] * 3)
-    assert set(np.asarray(select_parents(jax.random.key(0), all_fooled, 100, "unfooled", 0.9999))) == {0, 1, 2}
+    assert set(np.asarray(select_parents(jax.random.key(0), all_fooled, 100, "unfooled", LOG_T))) == {0, 1, 2}
 
 
 def test_selection_unique_counts_each_image_once():
     a = _archive([-1.0, -1.0, -1.0]).replace(generation=jnp.array([4, 4, 7]), offspring=jnp.array([2, 2, 0]))
-    picks = np.asarray(select_parents(jax.random.key(1), a, 6000, "unique", 0.9999))
+    picks = np.asarray(select_parents(jax.random.key(1), a, 6000, "unique", LOG_T))
     # cells 0 and 1 hold the same image: together they are picked as often as cell 2
     assert abs((picks == 2).mean() - 0.5) < 0.03
 

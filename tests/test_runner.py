@@ -67,7 +67,7 @@ def test_several_seeds_write_per_seed_outputs(tmp_path):
 
 def _final_state(out_dir, config):
     exp = build_experiment(config)
-    like = init_seeds(exp.engine, exp.params, seed_keys(exp.seeds))
+    like = init_seeds(exp.engine, exp.lane_params(), seed_keys(exp.seeds))
     return checkpointing.restore_checkpoint(os.path.join(out_dir, "checkpoints"), like)
 
 

@@ -44,14 +44,17 @@ def test_killed_sweep_skips_finished_points(tmp_path):
     out = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), *TINY, *GRID, "--generations", "60",
                              "--no-stop-when-fooled", "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = out / "points" / "encoding=direct_mutation_rate=0.1" / "summary.json"
+    # The direct points differ only in a traced rate: one group, finished before the cppn group.
+    first = [out / "points" / f"encoding=direct_mutation_rate={r}" / "summary.json" for r in (0.1, 0.2)]
     deadline = time.time() + 300
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
+    while not all(f.exists() for f in first) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert first.exists() and not (out / "points" / "encoding=cppn_mutation_rate=0.2" / "summary.json").exists()
+    assert all(f.exists() for f in first) and not (out / "points" / "encoding=cppn_mutation_rate=0.2" / "summary.json").exists()
     again = run_script("sweep.py", *TINY, *GRID, "--generations", "60", "--no-stop-when-fooled", "--out", str(out))
     assert again.returncode == 0, again.stderr
     assert "encoding=direct_mutation_rate=0.1: done, skipped" in again.stdout
+    assert "encoding=direct_mutation_rate=0.2: done, skipped" in again.stdout
+    assert "2 point(s) x 2 seeds = 4 lanes in one program: encoding=cppn_mutation_rate=0.1" in again.stdout
     assert len(list(csv.DictReader(open(out / "sweep.csv")))) == 4

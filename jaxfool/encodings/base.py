@@ -4,7 +4,7 @@ An encoding is a small static object (sizes, colour space: hashable, fixed at co
 with pure methods; rates and other numbers that a sweep may change live in its ``Params``
 pytree, so changing them never recompiles.
 
-    genomes = enc.init(key, n)                        # pytree, leaves [n, ...]
+    genomes = enc.init(key, n, params)                # pytree, leaves [n, ...]
     children = enc.mutate(key, genomes, generation, params)
     children = enc.crossover(key, genomes, mates, params)
     images = enc.render(genomes)                      # float32 [n, H, W, ch] in [0, 1]
@@ -27,7 +27,7 @@ class Encoding(Protocol):
 
     def default_params(self) -> Any: ...
 
-    def init(self, key: jax.Array, n: int) -> Any: ...
+    def init(self, key: jax.Array, n: int, params: Any = None) -> Any: ...
 
     def mutate(self, key: jax.Array, genomes: Any, generation: jax.Array, params: Any) -> Any: ...
 

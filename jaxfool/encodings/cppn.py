@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxfool.config import ACTIVATIONS as ACTIVATION_NAMES
+from jaxfool.config import PAPER_ACTIVATIONS, default
 from jaxfool.encodings.color import to_rgb
 from jaxfool.encodings.variation import polynomial_mutation
 
@@ -46,7 +48,7 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
     "abs": lambda p: jnp.clip(jnp.abs(p), 0.0, 3.0) / 3.0,
     "square": lambda p: jnp.clip(p * p, 0.0, 3.0) / 3.0,
 }
-PAPER_ACTIVATIONS = ("sine", "sigmoid", "gaussian", "linear")
+assert tuple(ACTIVATIONS) == ACTIVATION_NAMES, "the config lists the activation names"
 
 
 @struct.dataclass
@@ -89,15 +91,15 @@ class CPPNParams:
       activation_rate: per node, probability that its function is resampled.
     """
 
-    mutation_rate: float = 0.1
-    mutation_eta: float = 15.0
-    weight_range: float = 10.0
-    add_conn_rate: float = 0.5
-    del_conn_rate: float = 0.3
-    add_node_rate: float = 0.5
-    del_node_rate: float = 0.2
-    change_conn_rate: float = 0.5
-    activation_rate: float = 0.1
+    mutation_rate: float = default("mutation_rate")
+    mutation_eta: float = default("mutation_eta")
+    weight_range: float = default("weight_range")
+    add_conn_rate: float = default("add_conn_rate")
+    del_conn_rate: float = default("del_conn_rate")
+    add_node_rate: float = default("add_node_rate")
+    del_node_rate: float = default("del_node_rate")
+    change_conn_rate: float = default("change_conn_rate")
+    activation_rate: float = default("activation_rate")
 
 
 def _pick(key: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from jaxfool.config import default
 from jaxfool.encodings.color import to_rgb
 from jaxfool.encodings.variation import halved_rate, polynomial_delta, sbx_crossover
 
@@ -31,12 +32,12 @@ class DirectParams:
       recombine_scale: step along the summed improving mutations (see :meth:`recombine`).
     """
 
-    mutation_rate: float = 0.1
-    mutation_eta: float = 15.0
-    crossover_rate: float = 0.0
-    crossover_eta: float = 10.0
-    halving_period: int = 0
-    recombine_scale: float = 0.7
+    mutation_rate: float = default("mutation_rate")
+    mutation_eta: float = default("mutation_eta")
+    crossover_rate: float = default("crossover_rate")
+    crossover_eta: float = default("crossover_eta")
+    halving_period: int = default("halving_period")
+    recombine_scale: float = default("recombine_scale")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +57,7 @@ class DirectEncoding:
     def default_params(self) -> DirectParams:
         return DirectParams()
 
-    def init(self, key: jax.Array, n: int) -> jax.Array:
+    def init(self, key: jax.Array, n: int, params: DirectParams | None = None) -> jax.Array:
         """Uniform random genomes over the full range: uint8 ``[n, H, W, ch]``."""
         return jax.random.randint(key, (n, *self.image_shape), 0, 256, jnp.int32).astype(jnp.uint8)
 

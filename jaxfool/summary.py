@@ -1,0 +1,96 @@
+"""A run's summary (what ``summary.json`` holds), a pure function of a :class:`Result`.
+
+One experiment (a run, or one point of a sweep) owns a contiguous block of the result's lanes;
+its summary covers those lanes only, with the same schema whether it ran alone or in a sweep.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxfool.evolution import REPORTED, Result
+from jaxfool.experiment import Experiment
+from jaxfool.regularity import regularity
+
+
+def environment() -> dict[str, Any]:
+    """Versions and device, for summaries."""
+    import flax
+    import jaxlib
+    import optax
+
+    import jaxfool
+
+    devices = jax.devices()
+    return {
+        "versions": {
+            "jaxfool": jaxfool.__version__,
+            "jax": jax.__version__,
+            "jaxlib": jaxlib.__version__,
+            "flax": flax.__version__,
+            "optax": optax.__version__,
+            "numpy": np.__version__,
+            "python": platform.python_version(),
+        },
+        "device": {
+            "platform": devices[0].platform,
+            "kind": devices[0].device_kind,
+            "count": len(devices),
+            "processes": jax.process_count(),
+            "host": platform.node(),
+            "cpu_count": os.cpu_count(),
+        },
+    }
+
+
+def summarize(exp: Experiment, result: Result, lanes: slice) -> dict[str, Any]:
+    """The summary of experiment ``exp``, whose lanes in ``result`` are ``lanes``.
+
+    ``evals_per_s`` is the rate of the whole program the lanes ran in (see
+    :mod:`jaxfool.evolution`); ``evals_per_s_with_compile`` divides all of this experiment's
+    evaluations by the wall time.
+    """
+    fitness = np.asarray(result.fitness[lanes], np.float64)
+    confidence = np.exp(fitness)
+    images = result.images()[lanes]
+    generations, evaluations = result.generations[lanes], result.evaluations[lanes]
+    seeds = []
+    for k, seed in enumerate(exp.seeds):
+        entry = {
+            "seed": seed,
+            "generations": int(generations[k]),
+            "evaluations": int(evaluations[k]),
+            "best_confidence": [float(p) for p in confidence[k]],
+            "classes_fooled": int((fitness[k] >= math.log(exp.config.threshold)).sum()),
+            "regularity": regularity(images[k]),
+        }
+        for t in sorted(set(REPORTED) | {exp.config.threshold}):
+            reached = result.reached[t][lanes][k]
+            every = int(reached.max()) if (reached >= 0).all() else None
+            entry[f"generations_to_{t:g}"] = every
+            entry[f"evaluations_to_{t:g}"] = None if every is None else int(exp.engine.evaluations(every))
+        per_class = result.reached[exp.config.threshold][lanes][k]
+        entry["generations_to_threshold_per_class"] = [int(g) for g in per_class]
+        entry["evaluations_to_threshold_per_class"] = [int(exp.engine.evaluations(int(g))) if g >= 0 else None for g in per_class]
+        seeds.append(entry)
+    total = int(evaluations.sum())
+    return {
+        "config": exp.config.to_dict(),
+        "classifier": exp.classifier.name,
+        "classes": [{"index": c, "name": exp.classifier.class_names[c]} for c in exp.cells],
+        **environment(),
+        "wall_time_s": result.elapsed,
+        "evaluations": total,
+        "evals_per_s": result.evals_per_s,
+        "evals_per_s_with_compile": total / result.elapsed if result.elapsed > 0 else None,
+        "evaluation_budget": int(exp.engine.evaluations(exp.config.generations)),
+        "stopped": result.stopped,
+        "all_fooled": all(s["classes_fooled"] == len(exp.cells) for s in seeds),
+        "seeds": seeds,
+    }
