@@ -85,6 +85,28 @@ def enable_compilation_cache() -> str | None:
     return directory
 
 
+def add_layout_flags(parser: argparse.ArgumentParser, lanes: str) -> None:
+    """``--shard`` and the multi-process flags (``lanes``: what a lane is, for the help)."""
+    parser.add_argument("--shard", default="auto",
+                        help=f"layout over several devices: auto | none | lanes (split {lanes}) | batch (split each generation) (default: auto)")
+    parser.add_argument("--distributed", action="store_true", help="join a multi-process run (jax.distributed; SLURM, Open MPI and TPU pods are detected)")
+    parser.add_argument("--coordinator", default=None, help="with --distributed: host:port of process 0")
+    parser.add_argument("--num-processes", type=int, default=None, help="with --distributed: number of processes")
+    parser.add_argument("--process-id", type=int, default=None, help="with --distributed: this process's index")
+
+
+def start_processes(args: argparse.Namespace) -> None:
+    """Joins the multi-process run that :func:`add_layout_flags`' flags describe, if any."""
+    from jaxfool.distributed import initialize
+    from jaxfool.errors import ConfigError
+
+    explicit = (args.coordinator, args.num_processes, args.process_id)
+    if args.distributed:
+        initialize(*explicit)
+    elif any(v is not None for v in explicit):
+        raise ConfigError("--coordinator, --num-processes and --process-id need --distributed")
+
+
 def run_main(main: Callable[[], Any]) -> None:
     """Calls ``main()``; a :class:`JaxfoolError` prints ``error: ...`` and exits with status 2."""
     try:

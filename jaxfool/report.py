@@ -164,7 +164,7 @@ def write_sweep_report(out_dir: str, rows: list[dict], point_dirs: list[str], ax
         rate = row["evals_per_s"]
         parts.append("<tr>" + "".join(f"<td>{e(str(row[a]))}</td>" for a in axes)
                      + f"<td>{row['seeds_fooled']}/{row['seeds']}</td><td>{g if g is not None else 'not fooled'}</td>"
-                     f"<td>{pictures.confidence_label(row['median_best_confidence'])}</td><td>{f'{rate:,.0f}' if rate else '-'}</td>"
+                     f"<td>{e(pictures.confidence_label(row['median_best_confidence']))}</td><td>{f'{rate:,.0f}' if rate else '-'}</td>"
                      f"<td class='name'>{img}</td></tr>")
     parts.append("</table></body></html>")
     path = os.path.join(out_dir, "sweep.html")

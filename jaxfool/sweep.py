@@ -151,6 +151,7 @@ def run_sweep(
     from jaxfool.writers import Checkpoints, MetricsLog, Outputs, ProgressBar
 
     overrides = overrides or {}
+    log = log if is_main_process() else (lambda _: None)
     check_axes(grid)
     grid_points = points(grid)
     configs = [point_config(base_preset, p, overrides) for p in grid_points]

@@ -11,10 +11,9 @@ import os
 import sys
 import time
 
-from jaxfool.cli import add_config_flags, enable_compilation_cache, overrides_from_args, run_main
+from jaxfool.cli import add_config_flags, add_layout_flags, enable_compilation_cache, overrides_from_args, run_main, start_processes
 from jaxfool.config import RunConfig
-from jaxfool.distributed import initialize, is_main_process
-from jaxfool.errors import ConfigError
+from jaxfool.distributed import is_main_process
 from jaxfool.presets import DEFAULT, available, describe, load_preset
 from jaxfool.runner import resume_config, run
 
@@ -36,18 +35,11 @@ def main() -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
                         help="stop after this many minutes (checkpoint and pictures written; --resume continues)")
-    parser.add_argument("--shard", default="auto", help="layout over several devices: auto | none | lanes (split the seeds) | batch (split each generation) (default: auto)")
-    parser.add_argument("--distributed", action="store_true", help="join a multi-process run (jax.distributed; SLURM, Open MPI and TPU pods are detected)")
-    parser.add_argument("--coordinator", default=None, help="with --distributed: host:port of process 0")
-    parser.add_argument("--num-processes", type=int, default=None, help="with --distributed: number of processes")
-    parser.add_argument("--process-id", type=int, default=None, help="with --distributed: this process's index")
+    add_layout_flags(parser, "the seeds")
     add_config_flags(parser, RunConfig, defaults)
     args = parser.parse_args()
     overrides = overrides_from_args(args, RunConfig)
-    if args.distributed:
-        initialize(args.coordinator, args.num_processes, args.process_id)
-    elif any(v is not None for v in (args.coordinator, args.num_processes, args.process_id)):
-        raise ConfigError("--coordinator, --num-processes and --process-id need --distributed")
+    start_processes(args)
 
     if args.resume:
         config, out_dir = resume_config(args.resume, **overrides), args.resume
@@ -66,16 +58,19 @@ def main() -> int:
         return 130
     if not main_process:
         return 0
+    cells, pct = len(summary["classes"]), f"{100 * config.threshold:g}%"
     for s in summary["seeds"]:
         to = s[f"generations_to_{config.threshold:g}"]
-        reached = f"all {len(summary['classes'])} classes >= {100 * config.threshold:g}% at generation {to}" if to is not None else (
-            f"{s['classes_fooled']}/{len(summary['classes'])} classes >= {100 * config.threshold:g}% after {s['generations']} generations"
-        )
-        print(f"seed {s['seed']}: {reached} ({s['evaluations']:,} evaluations); "
-              f"lowest confidence {100 * min(s['best_confidence']):.4f}%")
+        if to is not None:
+            reached = f"all {cells} classes >= {pct} at generation {to} ({s[f'evaluations_to_{config.threshold:g}']:,} evaluations)"
+            if s["generations"] > to:  # --no-stop-when-fooled: it went on
+                reached += f", ran {s['generations']} generations ({s['evaluations']:,} evaluations)"
+        else:
+            reached = f"{s['classes_fooled']}/{cells} classes >= {pct} after {s['generations']} generations ({s['evaluations']:,} evaluations)"
+        print(f"seed {s['seed']}: {reached}; lowest confidence {100 * min(s['best_confidence']):.4f}%")
     rate = summary["evals_per_s"]
-    print(f"wall time {summary['wall_time_s']:.1f} s" + (f", {rate:,.0f} evaluations/s after compilation" if rate else "")
-          + f"; pictures in {out_dir}/elites.png")
+    print(f"stopped: {summary['stopped']}; wall time {summary['wall_time_s']:.1f} s"
+          + (f", {rate:,.0f} evaluations/s after compilation" if rate else "") + f"; pictures in {out_dir}/elites.png")
     return 0
 
 

@@ -8,7 +8,8 @@ Rerunning the same command skips finished points and resumes an unfinished one.
 
 import argparse
 
-from jaxfool.cli import add_config_flags, enable_compilation_cache, overrides_from_args, run_main
+from jaxfool.cli import add_config_flags, add_layout_flags, enable_compilation_cache, overrides_from_args, run_main, start_processes
+from jaxfool.distributed import is_main_process
 from jaxfool.config import RunConfig
 from jaxfool.pictures import confidence_label
 from jaxfool.presets import DEFAULT, available
@@ -22,12 +23,15 @@ def main() -> int:
                         help="an axis of the grid (repeatable); FIELD is a config field or 'preset'; tuple values join with +")
     parser.add_argument("--out", default="runs/sweep", help="sweep directory (default: runs/sweep)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    parser.add_argument("--shard", default="auto", help="layout over several devices: auto | none | lanes (split the points x seeds) | batch (split each generation)")
+    add_layout_flags(parser, "the points x seeds")
     add_config_flags(parser, RunConfig)
     args = parser.parse_args()
+    start_processes(args)
     enable_compilation_cache()
     rows = run_sweep(args.preset, parse_grid(args.grid), args.out, overrides_from_args(args, RunConfig),
                      progress_bar=not args.quiet, shard=args.shard)
+    if not is_main_process():
+        return 0
     keys = [k for k in rows[0] if k in {g.split("=")[0].replace("-", "_") for g in args.grid}]
     print(f"{'point':40} {'fooled':>7} {'gens to 99%':>12} {'gens to 99.99%':>15} {'median best':>12} {'evals/s':>9}")
     for r in rows:
@@ -36,7 +40,7 @@ def main() -> int:
         rate = f"{r['evals_per_s']:,.0f}" if r["evals_per_s"] else "-"
         print(f"{name:40} {r['seeds_fooled']:>3}/{r['seeds']:<3} {g99 if g99 is not None else '-':>12} "
               f"{g9999 if g9999 is not None else '-':>15} {confidence_label(r['median_best_confidence']):>12} {rate:>9}")
-    print(f"wrote {args.out}/sweep.csv and {args.out}/sweep.png")
+    print(f"wrote {args.out}/sweep.csv, sweep.png and sweep.html")
     return 0
 
 

@@ -4,6 +4,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -160,3 +161,26 @@ def test_lanes_of_different_programs_are_refused():
     b = build_experiment(load_preset("mnist-cppn"))
     with pytest.raises(ConfigError, match="differ only in traced fields"):
         Lanes.of([a, b])
+
+
+def test_a_sweep_over_two_processes_equals_one_process(tmp_path):
+    flags = ["--preset", "mnist-direct", "--grid", "mutation_rate=0.1,0.2", "--seeds", "1", "--generations", "8",
+             "--chunk", "4", "--no-stop-when-fooled", "--quiet"]
+    one = run_script("sweep.py", *flags, "--out", str(tmp_path / "one"), env={"JAXFOOL_CACHE": "off"})
+    assert one.returncode == 0, one.stderr[-2000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "JAXFOOL_CACHE": "off", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), *flags, "--out", str(tmp_path / "two"),
+                               "--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),
+                               "--shard", "lanes"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    assert "[group" in outs[0][0] and "[group" not in outs[1][0] and "fooled" not in outs[1][0]  # only process 0 prints
+    for point in ("mutation_rate=0.1", "mutation_rate=0.2"):
+        a = json.loads((tmp_path / "one" / "points" / point / "summary.json").read_text())
+        b = json.loads((tmp_path / "two" / "points" / point / "summary.json").read_text())
+        assert b["device"]["processes"] == 2
+        assert a["seeds"][0]["best_confidence"] == b["seeds"][0]["best_confidence"]
