@@ -54,13 +54,13 @@ class FoolResult:
     def all_fooled(self) -> bool:
         return bool((self.generations_to >= 0).all())
 
-    def save(self, directory: str) -> str:
+    def save(self, directory: str, overwrite: bool = False) -> str:
         """Writes the run's files to ``directory``: what ``scripts/run.py`` writes
         (elites.png, elites/, progress.png, metrics.jsonl, summary.json, report.html,
-        config.json, checkpoints/)."""
+        config.json, checkpoints/). A directory holding files is refused unless ``overwrite``."""
         from jaxfool.writers import write_run
 
-        write_run(directory, *self._run)
+        write_run(directory, *self._run, overwrite=overwrite)
         self.run_dir = directory
         return directory
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from typing import Any
 
 from jaxfool import checkpointing
@@ -46,6 +47,30 @@ def resume_config(out_dir: str, **overrides: Any) -> RunConfig:
     return config.replace(**changed).validate()
 
 
+# What a run writes into its directory; --overwrite removes these and nothing else.
+RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "elites.png", "progress.png", "report.html", "checkpoints", "elites")
+
+
+def claim_run_dir(out_dir: str, overwrite: bool = False) -> None:
+    """A run directory belongs to one run: a fresh run into a directory that already holds
+    files is refused (so two runs' checkpoints never mix and ``--resume`` never restores the
+    other run), unless ``overwrite``, which first removes what an earlier run wrote there.
+    Nothing is changed before the check."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"--out {out_dir} is a file, not a directory; choose another --out")
+    if not os.path.isdir(out_dir) or not os.listdir(out_dir) or not is_main_process():
+        return
+    if not overwrite:
+        raise ConfigError(
+            f"{out_dir} already holds files (another run?); continue it with --resume {out_dir}, "
+            "choose a new --out, or pass --overwrite to replace it"
+        )
+    for name in os.listdir(out_dir):
+        path = os.path.join(out_dir, name)
+        if name in RUN_FILES or (name.startswith("elites-") and name.endswith(".png")):
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
 def restorer(ckpt_dir: str, resume: bool):
     """The ``resume`` hook of :func:`evolve`: the newest checkpoint in ``ckpt_dir`` when
     resuming and one exists, else nothing (a run killed before its first checkpoint restarts)."""
@@ -67,6 +92,7 @@ def run(
     max_chunks: int | None = None,
     shard: str = "auto",
     time_limit: float | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Runs (or resumes) MAP-Elites until every seed is fooled or hits the generation cap.
 
@@ -81,6 +107,8 @@ def run(
         time (checkpoint and outputs written; ``resume`` continues it), as for a cluster job.
       shard: how to lay the run out over several devices (:func:`jaxfool.distributed.make_plan`):
         "auto", "none", "lanes" or "batch". The archive is the same whatever the layout.
+      overwrite: a fresh run into a directory holding files replaces them (else that is an
+        error: :func:`claim_run_dir`).
 
     Returns:
       the summary (also written to ``summary.json``).
@@ -88,6 +116,8 @@ def run(
     exp = exp if isinstance(exp, Experiment) else build_experiment(exp)
     lanes = Lanes.of([exp])
     plan = make_plan(shard, len(lanes), exp.engine.batch_size)
+    if not resume:
+        claim_run_dir(out_dir, overwrite)
     os.makedirs(out_dir, exist_ok=True)
     if is_main_process() and not resume:
         with open(os.path.join(out_dir, "config.json"), "w") as f:

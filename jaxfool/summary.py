@@ -60,6 +60,7 @@ def summarize(exp: Experiment, result: Result, lanes: slice) -> dict[str, Any]:
     confidence = np.exp(fitness)
     images = result.images()[lanes]
     generations, evaluations = result.generations[lanes], result.evaluations[lanes]
+    filled = np.asarray(result.archive().filled)[lanes]
     seeds = []
     for k, seed in enumerate(exp.seeds):
         entry = {
@@ -68,6 +69,7 @@ def summarize(exp: Experiment, result: Result, lanes: slice) -> dict[str, Any]:
             "evaluations": int(evaluations[k]),
             "best_confidence": [float(p) for p in confidence[k]],
             "classes_fooled": int((fitness[k] >= math.log(exp.config.threshold)).sum()),
+            "cells_never_filled": int((~filled[k]).sum()),  # no finite score ever (a NaN/inf model)
             "regularity": regularity(images[k]),
         }
         for t in sorted(set(REPORTED) | {exp.config.threshold}):

@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,7 @@ import numpy as np
 
 from jaxfool import checkpointing
 from jaxfool.config import RunConfig
+from jaxfool.distributed import is_main_process
 from jaxfool.errors import ConfigError
 from jaxfool.presets import load_preset
 from jaxfool.report import write_sweep_report
@@ -140,11 +142,13 @@ def run_sweep(
     progress_bar: bool = False,
     log: Callable[[str], None] = print,
     shard: str = "auto",
+    overwrite: bool = False,
 ) -> list[dict[str, Any]]:
     """Runs every group not yet finished; returns all rows (also ``sweep.csv``/``sweep.png``/
     ``sweep.html``). Every point is validated, and every group laid out on the devices, before
-    anything compiles."""
-    from jaxfool.distributed import is_main_process, make_plan
+    anything compiles. A sweep directory belongs to one sweep: rerunning the same sweep resumes
+    it, another one there is refused unless ``overwrite`` (which removes the old one first)."""
+    from jaxfool.distributed import make_plan
     from jaxfool.evolution import Lanes, evolve
     from jaxfool.experiment import build_experiment
     from jaxfool.runner import restorer
@@ -164,11 +168,13 @@ def run_sweep(
     for key, members in groups.items():
         lanes = Lanes.of([experiments[i] for i in members])
         plans[key] = (lanes, make_plan(shard, len(lanes), lanes.engine.batch_size))
+    spec = {"preset": base_preset, "grid": {k: [_plain(v) for v in vs] for k, vs in grid.items()},
+            "overrides": {k: _plain(v) for k, v in overrides.items()}}
+    _claim_sweep_dir(out_dir, spec, overwrite)
     os.makedirs(os.path.join(out_dir, "points"), exist_ok=True)
     if is_main_process():
         with open(os.path.join(out_dir, "sweep.json"), "w") as f:
-            json.dump({"preset": base_preset, "grid": {k: [_plain(v) for v in vs] for k, vs in grid.items()},
-                       "overrides": {k: _plain(v) for k, v in overrides.items()}}, f, indent=2)
+            json.dump(spec, f, indent=2)
     summaries: dict[int, dict] = {}
     for g, (key, members) in enumerate(groups.items()):
         lanes, plan = plans[key]
@@ -211,6 +217,32 @@ def run_sweep(
     if is_main_process():
         write_results(out_dir, rows, [os.path.join("points", n) for n in names])
     return rows
+
+
+def _claim_sweep_dir(out_dir: str, spec: dict, overwrite: bool) -> None:
+    """The same sweep may continue in ``out_dir``; another is refused (its finished points would
+    be taken for this sweep's), unless ``overwrite`` removes the old sweep first."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"--out {out_dir} is a file, not a directory; choose another --out")
+    if not os.path.isdir(out_dir) or not os.listdir(out_dir) or not is_main_process():
+        return
+    path = os.path.join(out_dir, "sweep.json")
+    try:
+        with open(path) as f:
+            same = json.load(f) == json.loads(json.dumps(spec))
+    except (OSError, ValueError):
+        same = False
+    if same:
+        return
+    if not overwrite:
+        raise ConfigError(f"{out_dir} already holds files of another sweep (or run); choose a new --out, "
+                          "or pass --overwrite to replace it")
+    for name in ("points", "groups", "sweep.json", "sweep.csv", "sweep.png", "sweep.html"):
+        target = os.path.join(out_dir, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)
 
 
 def _plain(value: Any) -> Any:

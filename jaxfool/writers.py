@@ -214,9 +214,13 @@ def write_outputs(exp: Experiment, result: Result, lanes: slice, out_dir: str) -
     return summary
 
 
-def write_run(out_dir: str, exp: Experiment, result: Result, history) -> None:
+def write_run(out_dir: str, exp: Experiment, result: Result, history, overwrite: bool = False) -> None:
     """Writes a finished in-memory run (``history``: a :class:`jaxfool.evolution.History` of
-    it) as a run directory: ``config.json``, ``metrics.jsonl``, a checkpoint and the outputs."""
+    it) as a run directory: ``config.json``, ``metrics.jsonl``, a checkpoint and the outputs.
+    A directory that holds files already is refused unless ``overwrite``."""
+    from jaxfool.runner import claim_run_dir
+
+    claim_run_dir(out_dir, overwrite)
     lanes = result.lanes.lanes_of(result.lanes.experiments.index(exp))
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "config.json"), "w") as f:

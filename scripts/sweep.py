@@ -23,13 +23,14 @@ def main() -> int:
                         help="an axis of the grid (repeatable); FIELD is a config field or 'preset'; tuple values join with +")
     parser.add_argument("--out", default="runs/sweep", help="sweep directory (default: runs/sweep)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--overwrite", action="store_true", help="replace another sweep already in --out (default: refuse)")
     add_layout_flags(parser, "the points x seeds")
     add_config_flags(parser, RunConfig)
     args = parser.parse_args()
     start_processes(args)
     enable_compilation_cache()
     rows = run_sweep(args.preset, parse_grid(args.grid), args.out, overrides_from_args(args, RunConfig),
-                     progress_bar=not args.quiet, shard=args.shard)
+                     progress_bar=not args.quiet, shard=args.shard, overwrite=args.overwrite)
     if not is_main_process():
         return 0
     keys = [k for k in rows[0] if k in {g.split("=")[0].replace("-", "_") for g in args.grid}]

@@ -1,0 +1,108 @@
+"""Faults a user meets: reused or unusable output directories, clashing flags, broken models.
+
+Each ends in one line naming the file or flag and what to do (exit status 2), with nothing
+already on disk changed, or in a result for every class.
+"""
+
+import os
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxfool
+from conftest import run_script
+
+QUICK = ["--generations", "2", "--quiet"]
+
+
+def _snapshot(folder):
+    return {os.path.relpath(os.path.join(d, f), folder): os.path.getmtime(os.path.join(d, f))
+            for d, _, files in os.walk(folder) for f in files}
+
+
+def _one_line_error(proc, start):
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(start), proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def earlier_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("earlier")
+    proc = run_script("run.py", *QUICK, "--seed", "5", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_a_fresh_run_into_a_used_directory_is_refused_and_changes_nothing(earlier_run):
+    before = _snapshot(earlier_run)
+    proc = run_script("run.py", *QUICK, "--out", str(earlier_run))
+    _one_line_error(proc, f"error: {earlier_run} already holds files (another run?); continue it with --resume")
+    assert _snapshot(earlier_run) == before
+
+
+def test_overwrite_replaces_the_old_run(tmp_path):
+    out = tmp_path / "run"
+    assert run_script("run.py", "--generations", "30", "--chunk", "10", "--checkpoint-every", "10",
+                      "--no-stop-when-fooled", "--seeds", "2", "--quiet", "--out", str(out)).returncode == 0
+    (out / "notes.txt").write_text("mine")
+    proc = run_script("run.py", *QUICK, "--out", str(out), "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(out / "checkpoints")) == ["10"]  # the old run's 20 and 30 are gone
+    assert not (out / "elites" / "seed1").exists()  # and its second seed's pictures
+    assert (out / "notes.txt").read_text() == "mine"  # files that are not the run's stay
+
+
+@pytest.mark.parametrize(
+    "flags,start",
+    [
+        (["--resume", "{earlier}", "--preset", "mnist-cppn"], "error: --preset cannot be combined with --resume"),
+        (["--resume", "{earlier}", "--out", "elsewhere"], "error: --out cannot be combined with --resume"),
+        (["--time-limit", "0", "--out", "{new}"], "error: --time-limit must be a number of minutes > 0, got 0.0"),
+        (["--time-limit", "nan", "--out", "{new}"], "error: --time-limit must be a number of minutes > 0, got nan"),
+        (["--out", "{file}"], "error: --out {file} is a file, not a directory"),
+    ],
+)
+def test_clashing_flags_and_unusable_outputs(earlier_run, tmp_path, flags, start):
+    paths = {"earlier": str(earlier_run), "new": str(tmp_path / "new"), "file": str(tmp_path / "a-file")}
+    (tmp_path / "a-file").write_text("x")
+    before = _snapshot(earlier_run)
+    proc = run_script("run.py", *QUICK, *[f.format(**paths) for f in flags])
+    _one_line_error(proc, start.format(**paths))
+    assert _snapshot(earlier_run) == before and not (tmp_path / "new").exists()
+
+
+def test_another_sweep_into_a_sweep_directory_is_refused(tmp_path):
+    common = ["--preset", "mnist-direct", "--seeds", "1", "--generations", "2", "--quiet", "--out", str(tmp_path)]
+    assert run_script("sweep.py", "--grid", "mutation_rate=0.1,0.2", *common).returncode == 0
+    before = _snapshot(tmp_path)
+    proc = run_script("sweep.py", "--grid", "mutation_rate=0.3,0.4", *common)
+    _one_line_error(proc, f"error: {tmp_path} already holds files of another sweep")
+    assert _snapshot(tmp_path) == before
+    proc = run_script("sweep.py", "--grid", "mutation_rate=0.3,0.4", *common, "--overwrite")
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(os.listdir(tmp_path / "points")) == ["mutation_rate=0.3", "mutation_rate=0.4"]
+
+
+@pytest.mark.parametrize("broken", ["all_nan", "one_class_nan", "all_inf", "some_images_nan"])
+def test_fool_reports_every_class_of_a_broken_model(broken, tmp_path):
+    def logits_fn(params, images):
+        logits = images.reshape(len(images), -1)[:, :3] * params
+        if broken == "all_nan":
+            return logits * jnp.nan
+        if broken == "all_inf":
+            return logits + jnp.inf
+        if broken == "one_class_nan":  # poisons the whole softmax of every image
+            return logits.at[:, 1].set(jnp.nan)
+        return jnp.where(images[:, :1, 0, 0] > 0.5, jnp.nan, logits)  # NaN for some images only
+
+    result = jaxfool.fool(logits_fn, jnp.float32(5.0), image_shape=(4, 4, 1), num_classes=3, generations=3, batch=20)
+    assert result.best_confidence.shape == (3,) and not np.isnan(result.best_confidence).any()
+    never = {"all_nan": [0, 1, 2], "all_inf": [0, 1, 2], "one_class_nan": [0, 1, 2], "some_images_nan": []}[broken]
+    assert (result.best_confidence[never] == 0).all() and (result.generations_to[never] == -1).all()
+    assert result.summary["seeds"][0]["cells_never_filled"] == len(never)
+    if not never:  # the images that scored NaN never entered: every elite scores finite
+        assert (result.best_confidence > 0).all() and (result.images[:, 0, 0, 0] <= 0.5).all()
+    result.save(str(tmp_path / "saved"))  # never-filled cells have no picture, and saving still works
+    assert (tmp_path / "saved" / "summary.json").exists()
