@@ -36,15 +36,15 @@ def _strategy(name: str, population: int, dims: int, std: float):
     return es, params
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "name", "population", "generations", "std", "shape"))
-def _optimise(apply_fn, model_params, key, classes, threshold_log, name, population, generations, std, shape):
+@functools.partial(jax.jit, static_argnames=("log_probs", "name", "population", "generations", "std", "shape"))
+def _optimise(log_probs, model_params, key, classes, threshold_log, name, population, generations, std, shape):
     dims = math.prod(shape)
     es, es_params = _strategy(name, population, dims, std)
     population_based = name == "simple_ga"
 
     def score(genes, c):
         images = quantize(jnp.clip(genes, 0.0, 1.0)).reshape(-1, *shape)
-        return jax.nn.log_softmax(apply_fn(model_params, images).astype(jnp.float32), axis=-1)[:, c]
+        return log_probs(model_params, images)[:, c]
 
     def one_class(key, c):
         k_init, k_run = jax.random.split(key)
@@ -113,7 +113,7 @@ def single_class_baseline(
         raise ConfigError(f"evaluations_per_class ({evaluations_per_class}) is below one population ({population})")
     classes = tuple(range(classifier.num_classes)) if classes is None else tuple(classes)
     best, reached, history = _optimise(
-        classifier.apply_fn, classifier.params, jax.random.key(seed), jnp.asarray(classes, jnp.int32),
+        classifier.log_probs, classifier.params, jax.random.key(seed), jnp.asarray(classes, jnp.int32),
         jnp.float32(math.log(threshold)), strategy, population, generations, float(std), tuple(classifier.input_shape),
     )
     best, reached = np.asarray(best, np.float64), np.asarray(reached)

@@ -102,15 +102,15 @@ def gaussian_blur(images: jax.Array, sigma: float) -> jax.Array:
     return sum(taps[i] * rows[:, :, i : i + w, :] for i in range(5))
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "config"))
-def _ascend(apply_fn, params, cells: jax.Array, x0: jax.Array, key: jax.Array, config: GradientConfig):
+@functools.partial(jax.jit, static_argnames=("log_probs", "config"))
+def _ascend(log_probs, params, cells: jax.Array, x0: jax.Array, key: jax.Array, config: GradientConfig):
     n = x0.shape[0]
     rows = jnp.arange(n)
     stop = math.log(config.threshold)
     tx = optax.adam(config.learning_rate)
 
     def log_conf(x):
-        return jax.nn.log_softmax(apply_fn(params, x).astype(jnp.float32), axis=-1)[rows, cells]
+        return log_probs(params, x)[rows, cells]
 
     def loss(x, k):
         if config.jitter:
@@ -159,14 +159,7 @@ def gradient_ascent(
     cells = tuple(range(classifier.num_classes)) if cells is None else tuple(cells)
     key_start, key_run = jax.random.split(jax.random.key(config.seed))
     x0 = start_images(classifier, len(cells), config.start, key_start)
-    low, high = classifier.value_range
-    apply_fn = classifier.apply_fn if (low, high) == (0.0, 1.0) else _rescaled(classifier.apply_fn, low, high)
-    return _ascend(apply_fn, classifier.params, jnp.asarray(cells, jnp.int32), x0, key_run, config)
-
-
-@functools.lru_cache(maxsize=None)
-def _rescaled(apply_fn, low: float, high: float):
-    return lambda p, x: apply_fn(p, low + (high - low) * x)
+    return _ascend(classifier.log_probs, classifier.params, jnp.asarray(cells, jnp.int32), x0, key_run, config)
 
 
 def summary(result: GradientResult, classifier: Classifier, cells: tuple[int, ...]) -> dict:

@@ -32,7 +32,8 @@ from jaxfool.errors import ConfigError
 from jaxfool.models import init_lenet, load_classifier, save_checkpoint
 from jaxfool.presets import load_preset
 from jaxfool.runner import run
-from jaxfool.training import TrainConfig, accuracy, predict, train_classifier
+from jaxfool.scoring import log_probabilities
+from jaxfool.training import TrainConfig, accuracy, train_classifier
 from jaxfool.transfer import load_elites
 from jaxfool.config import option
 
@@ -165,11 +166,11 @@ def retrain(
             )
             log(f"trained DNN_{i} on real MNIST plus {config.fooling_per_class} fooling images: test accuracy {100 * acc:.2f}%")
         dnn = load_classifier(_dnn_spec(config, out_dir, i))
-        test_acc = accuracy(dnn.apply_fn, dnn.params, real_test.images, real_test.labels)
+        test_acc = float(np.mean(log_probabilities(dnn, real_test.images).argmax(-1) == real_test.labels))
         held = pool["heldout"] & (pool["iteration"] < i)
         fooling_acc = None
         if held.any() and dnn.num_classes > NUM_REAL:
-            pred = predict(dnn.apply_fn, dnn.params, pool["images"][held].astype(np.float32) / 255.0).argmax(-1)
+            pred = log_probabilities(dnn, pool["images"][held].astype(np.float32) / 255.0).argmax(-1)
             fooling_acc = float(np.mean(pred == NUM_REAL))
         log(f"iteration {i}: DNN_{i} test accuracy {100 * test_acc:.2f}%"
             + (f", recognises {100 * fooling_acc:.1f}% of held-out fooling images" if fooling_acc is not None else "")

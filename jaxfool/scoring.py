@@ -12,6 +12,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxfool.models.classifier import Classifier
 
@@ -49,14 +50,8 @@ def make_score_fn(
       ``[B, len(cells)]`` log-softmax values.
     """
     cells = jnp.asarray(range(classifier.num_classes) if cells is None else cells, jnp.int32)
-    low, high = classifier.value_range
-    apply_fn = classifier.apply_fn
+    log_probs = classifier.log_probs
     size = classifier.input_shape[0]
-
-    def log_probs(model_params: Any, images: jax.Array) -> jax.Array:
-        if (low, high) != (0.0, 1.0):
-            images = low + (high - low) * images
-        return jax.nn.log_softmax(apply_fn(model_params, images).astype(jnp.float32), axis=-1)
 
     def score(model_params: Any, images: jax.Array) -> jax.Array:
         if not ten_crop:
@@ -102,3 +97,12 @@ def fold_vmap(fn):
         return jax.lax.map(lambda x: wrapped(model_params, x), images), True
 
     return wrapped
+
+
+def log_probabilities(classifier: Classifier, images: np.ndarray, batch: int = 1000) -> np.ndarray:
+    """float32 log-softmax ``[N, num_classes]`` of float32 images ``[N, H, W, ch]`` in [0, 1],
+    in jitted batches, through :meth:`Classifier.log_probs` (so ``value_range`` is honoured)."""
+    fn = jax.jit(classifier.log_probs)
+    return np.concatenate(
+        [np.asarray(fn(classifier.params, jnp.asarray(images[i : i + batch]))) for i in range(0, len(images), batch)]
+    )

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import os
 
-import jax
 import numpy as np
 
 from jaxfool import pictures
 from jaxfool.errors import CheckpointError, ClassifierError
 from jaxfool.models.classifier import Classifier
-from jaxfool.training import predict
+from jaxfool.scoring import log_probabilities
 
 
 def load_elites(run_dir: str) -> dict:
@@ -75,7 +74,7 @@ def transfer(elites: dict, target: Classifier) -> dict:
         raise ClassifierError(
             f"the elites are {images.shape[1:]} images but {target.name} takes {tuple(target.input_shape)}"
         )
-    probs = np.asarray(jax.nn.softmax(predict(target.apply_fn, target.params, images, batch=256)), np.float64)
+    probs = np.exp(np.asarray(log_probabilities(target, images, batch=256), np.float64))
     lowered = [n.lower() for n in target.class_names]
     same = np.array(
         [lowered.index(n.lower()) if n.lower() in lowered else c for c, n in zip(elites["classes"], elites["names"])]

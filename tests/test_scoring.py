@@ -1,3 +1,4 @@
+import math
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -64,3 +65,38 @@ def test_imagenet_presets_build_on_a_class_subset(preset):
     exp = build_experiment(load_preset(preset, classes=("king penguin", "lemon", "9")))
     assert exp.cells == (145, 951, 9) and exp.engine.num_cells == 3
     assert exp.encoding.image_shape == (224, 224, 3) and exp.config.batch == 400
+
+
+def _signed_net():
+    """A network that takes pixels in [-1, 1]: "dark" when the mean pixel is below 0. Fed
+    [0, 1] images without rescaling, a black image would look mid-gray (50 % each)."""
+
+    def apply_fn(params, x):
+        m = x.reshape(len(x), -1).mean(axis=1)
+        return jnp.stack([-params * m, params * m], axis=1)
+
+    return Classifier("signed", apply_fn, jnp.float32(20.0), (16, 16, 1), ("dark", "light"), value_range=(-1.0, 1.0))
+
+
+def test_every_scorer_honours_the_value_range(tmp_path):
+    from jaxfool.baseline import single_class_baseline
+    from jaxfool.gradient import GradientConfig, gradient_ascent
+    from jaxfool.scoring import log_probabilities
+    from jaxfool.transfer import transfer
+
+    net = _signed_net()
+    black = np.zeros((1, 16, 16, 1), np.float32)
+    dark = math.log(1 / (1 + math.exp(-40)))  # log p("dark") of a black image, read as -1 everywhere
+    assert float(net.log_probs(net.params, black)[0, 0]) == pytest.approx(dark, abs=1e-6)
+    assert float(jax.nn.log_softmax(net.logits(black))[0, 0]) == pytest.approx(dark, abs=1e-6)
+    assert float(make_score_fn(net)(net.params, black)[0, 0]) == pytest.approx(dark, abs=1e-6)  # MAP-Elites
+    assert log_probabilities(net, black)[0, 0] == pytest.approx(dark, abs=1e-6)  # retraining's checks
+    elites = {"images": black, "classes": np.array([0]), "names": ["dark"], "seeds": np.array([0]),
+              "source_confidence": np.array([1.0]), "classifier": "other"}
+    assert transfer(elites, net)["elites"][0]["target_confidence"] == pytest.approx(1.0, abs=1e-6)
+    ascent = gradient_ascent(net, GradientConfig(steps=1, start="blank"), cells=(0,))
+    assert float(ascent.log_confidence[0]) == pytest.approx(dark, abs=1e-6)
+    # Uniform random images average 0.5 in [0, 1], i.e. 0 in [-1, 1]: "light" stays unlikely
+    # (it would be certain if the images were not rescaled).
+    baseline = single_class_baseline(net, "simple_ga", population=10, evaluations_per_class=20, classes=(1,))
+    assert baseline["classes"][0]["best_confidence"] < 0.999

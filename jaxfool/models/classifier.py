@@ -47,8 +47,21 @@ class Classifier:
         return len(self.class_names)
 
     def logits(self, images: jax.Array) -> jax.Array:
-        """float32 ``[N, H, W, ch]`` -> float32 ``[N, num_classes]``."""
-        return self.apply_fn(self.params, images)
+        """float32 images ``[N, H, W, ch]`` in [0, 1] -> float32 logits ``[N, num_classes]``
+        (rescaled to ``value_range`` first, as in :meth:`log_probs`)."""
+        return self.apply_fn(self.params, self._to_range(images))
+
+    def log_probs(self, params: Any, images: jax.Array) -> jax.Array:
+        """The one scoring path: float32 images ``[N, H, W, ch]`` in [0, 1] -> float32
+        log-softmax over all classes ``[N, num_classes]``. Images are rescaled to the network's
+        ``value_range`` first. Pure in ``(params, images)``: jit, vmap and differentiate it;
+        every scorer in the library (MAP-Elites, gradient ascent, the single-class baseline,
+        transfer, retraining) calls it."""
+        return jax.nn.log_softmax(self.apply_fn(params, self._to_range(images)).astype(jnp.float32), axis=-1)
+
+    def _to_range(self, images: jax.Array) -> jax.Array:
+        low, high = self.value_range
+        return images if (low, high) == (0.0, 1.0) else low + (high - low) * images
 
     def class_index(self, name_or_index: str | int) -> int:
         """Resolves a class given by index or (case-insensitive) name."""
