@@ -47,6 +47,7 @@ def trained_cnn(mnist_dir):
     return net, params
 
 
+@pytest.mark.slow
 def test_fool_an_unseen_model_with_defaults(trained_cnn, tmp_path):
     net, params = trained_cnn
     start = time.perf_counter()
@@ -64,6 +65,7 @@ def test_fool_an_unseen_model_with_defaults(trained_cnn, tmp_path):
     assert os.path.exists(os.path.join(out, "elites", "3_3.png"))
 
 
+@pytest.mark.slow
 def test_fool_cppn_and_config_overrides(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TMPDIR", str(tmp_path))
@@ -114,3 +116,20 @@ def test_cli_loads_a_model_from_an_import_path(tmp_path):
     assert proc.returncode == 0, proc.stderr
     proc = run_script("run.py", "--classifier", "my_model:broken", "--out", str(tmp_path / "b"), "--quiet", env=env)
     assert proc.returncode == 2 and "expected logits of shape (2, 10)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_readme_snippet_fools_as_written(mnist_dir, tmp_path):
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    start = readme.index("## Fool your own model")
+    code = readme[readme.index("```python\n", start) + 10 : readme.index("```\n", readme.index("```python\n", start) + 10)]
+    (tmp_path / "snippet.py").write_text(code)
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "JAXFOOL_DATA": mnist_dir, "JAXFOOL_CACHE": "off"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    generations = proc.stdout[proc.stdout.rindex("[") + 1 : proc.stdout.rindex("]")].split()
+    assert len(generations) == 10 and all(int(g) >= 0 for g in generations)  # every class fooled
+    assert (tmp_path / "runs" / "mine" / "summary.json").exists()

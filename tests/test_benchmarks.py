@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from conftest import run_script
 
 
@@ -33,6 +35,7 @@ def test_emitters_benchmark_counts_evaluations_to_fool():
     assert row["per_seed"][0] % 200 == 0 and row["per_seed"][0] <= 61 * 200
 
 
+@pytest.mark.slow
 def test_scaling_benchmark_runs_each_device_count():
     rows = _bench("scaling.py", "--devices", "1,2", "--seeds", "2", "--batch", "16",
                   "--generations", "1", "--repeats", "1")

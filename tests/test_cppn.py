@@ -66,6 +66,7 @@ def test_thousand_mutations_keep_genomes_valid_and_padding_inert():
     np.testing.assert_array_equal(ENC.render(scrambled), images)
 
 
+@pytest.mark.slow
 def test_full_genome_makes_additions_no_ops():
     enc = CPPNEncoding((8, 8, 1), max_hidden=1, max_conns=4)  # already full at init
     g = enc.init(jax.random.key(0), 64)
@@ -75,6 +76,7 @@ def test_full_genome_makes_additions_no_ops():
     np.testing.assert_array_equal(m.node_on, g.node_on)
 
 
+@pytest.mark.slow
 def test_rendering_is_deterministic_and_any_resolution():
     g = ENC.init(jax.random.key(3), 4)
     for s in range(20):
@@ -151,6 +153,7 @@ def test_regularity_measures():
     assert set(r) == {"neighbour_correlation", "png_bits_per_pixel"}
 
 
+@pytest.mark.slow
 def test_cppn_elites_are_more_regular_than_direct_elites(tmp_path):
     from jaxfool.presets import load_preset
     from jaxfool.runner import run

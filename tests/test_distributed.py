@@ -45,6 +45,7 @@ def one_device(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shard,devices", [("batch", 8), ("lanes", 4)])
 def test_many_devices_give_identical_archives(one_device, tmp_path, shard, devices):
     proc = _run(tmp_path, "--shard", shard, devices=devices)
@@ -55,6 +56,7 @@ def test_many_devices_give_identical_archives(one_device, tmp_path, shard, devic
     _assert_same(one_device, tmp_path)
 
 
+@pytest.mark.slow
 def test_two_processes_give_identical_archives(one_device, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

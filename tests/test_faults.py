@@ -42,6 +42,7 @@ def test_a_fresh_run_into_a_used_directory_is_refused_and_changes_nothing(earlie
     assert _snapshot(earlier_run) == before
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_old_run(tmp_path):
     out = tmp_path / "run"
     assert run_script("run.py", "--generations", "30", "--chunk", "10", "--checkpoint-every", "10",
@@ -73,6 +74,7 @@ def test_clashing_flags_and_unusable_outputs(earlier_run, tmp_path, flags, start
     assert _snapshot(earlier_run) == before and not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow
 def test_another_sweep_into_a_sweep_directory_is_refused(tmp_path):
     common = ["--preset", "mnist-direct", "--seeds", "1", "--generations", "2", "--quiet", "--out", str(tmp_path)]
     assert run_script("sweep.py", "--grid", "mutation_rate=0.1,0.2", *common).returncode == 0

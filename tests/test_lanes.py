@@ -27,6 +27,7 @@ def _compiles(caplog, name: str) -> int:
     return sum(f"XLA compilation of jit({name})" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_a_sweep_compiles_once_per_static_group(tmp_path, caplog):
     # Batch sizes no other test uses, so no engine of this process can be reused.
     grid = parse_grid(["mutation_rate=0.05,0.1,0.15,0.2", "batch=37,41"])
@@ -80,6 +81,7 @@ for preset in ("mnist-direct-fast", "mnist-cppn"):
 """
 
 
+@pytest.mark.slow
 def test_lanes_split_over_devices_with_no_collectives():
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAXFOOL_CACHE": "off"}
     proc = subprocess.run([sys.executable, "-c", LANE_HLO], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
@@ -129,6 +131,7 @@ def _like_for(names):
     return init_seeds(lanes.engine, lanes.params(), lanes.keys())
 
 
+@pytest.mark.slow
 def test_killed_sweep_resumes_bit_identical(tmp_path):
     whole = tmp_path / "whole"
     assert run_script("sweep.py", *SWEEP, "--out", str(whole)).returncode == 0
@@ -163,6 +166,7 @@ def test_lanes_of_different_programs_are_refused():
         Lanes.of([a, b])
 
 
+@pytest.mark.slow
 def test_a_sweep_over_two_processes_equals_one_process(tmp_path):
     flags = ["--preset", "mnist-direct", "--grid", "mutation_rate=0.1,0.2", "--seeds", "1", "--generations", "8",
              "--chunk", "4", "--no-stop-when-fooled", "--quiet"]

@@ -1,3 +1,4 @@
+import pytest
 import csv
 import json
 import os
@@ -10,6 +11,7 @@ from jaxfool.models import load_classifier
 TINY = ["--seeds", "3", "--generations", "8", "--epochs", "1", "--num-train", "2000", "--fooling-per-class", "200", "--quiet"]
 
 
+@pytest.mark.slow
 def test_two_tiny_iterations_end_to_end_and_resume(mnist_dir, tmp_path):
     out = str(tmp_path / "retrain")
     env = {"JAXFOOL_DATA": mnist_dir}

@@ -103,6 +103,7 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_bit_identical(uninterrupted, tmp_path):
     out = str(tmp_path / "killed")
     code, err = _start_and_interrupt(out, signal.SIGKILL)
@@ -112,6 +113,7 @@ def test_killed_run_resumes_bit_identical(uninterrupted, tmp_path):
     _assert_same_run(uninterrupted, out, load_preset("mnist-direct", **LONG))
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_and_resumes_bit_identical(uninterrupted, tmp_path):
     out = str(tmp_path / "interrupted")
     code, err = _start_and_interrupt(out, signal.SIGINT)
@@ -182,6 +184,7 @@ def test_time_limit_stops_a_run_resumably(tmp_path):
     assert step == summary["seeds"][0]["generations"]
 
 
+@pytest.mark.slow
 def test_a_thousand_classes_paginate_and_summarise(tmp_path):
     """The ImageNet-sized output paths, with a fast stand-in network of 1000 classes."""
 

@@ -31,6 +31,7 @@ def test_grid_parsing_and_points():
         parse_grid(["batch"])
 
 
+@pytest.mark.slow
 def test_sweep_writes_one_row_per_point(tmp_path):
     proc = run_script("sweep.py", *TINY, *GRID, "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
@@ -40,6 +41,7 @@ def test_sweep_writes_one_row_per_point(tmp_path):
     assert "encoding=cppn, mutation_rate=0.2" in proc.stdout
 
 
+@pytest.mark.slow
 def test_killed_sweep_skips_finished_points(tmp_path):
     out = tmp_path / "sweep"
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), *TINY, *GRID, "--generations", "60",
