@@ -1,17 +1,26 @@
 """Run checkpoints with orbax: the engine state (arrays) plus host bookkeeping (JSON).
 
 Saves are synchronous and atomic (orbax writes a temporary directory and renames it), so a run
-killed at any moment leaves its last complete checkpoint intact.
+killed at any moment leaves its last complete checkpoint intact; the newest two are kept. Each
+checkpoint carries a SHA-256 of its arrays and host data, checked on restore: a checkpoint that
+fails to read or to verify (truncated, bytes flipped, metadata mangled) is reported in one line
+and the one before it is used.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import sys
 from typing import Any
 
 import jax
+import numpy as np
 
 from jaxfool.errors import CheckpointError
+
+CHECKSUM = "sha256"  # key of the checksum in the host data
 
 
 def _manager(directory: str, create: bool = True):
@@ -21,10 +30,33 @@ def _manager(directory: str, create: bool = True):
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
+def _host_arrays(tree: Any) -> list[np.ndarray]:
+    """Every leaf as a complete numpy array, on every process (a collective with several)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        tree = multihost_utils.process_allgather(tree, tiled=True)
+    leaves = jax.tree.leaves(tree)
+    return [np.asarray(jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x) for x in leaves]
+
+
+def checksum(state: Any, host: dict) -> str:
+    """SHA-256 over the state's arrays (shape, dtype, bytes) and the host data (without its
+    checksum)."""
+    digest = hashlib.sha256()
+    for x in _host_arrays(state):
+        digest.update(f"{x.shape}{x.dtype}".encode())
+        digest.update(np.ascontiguousarray(x).tobytes())
+    digest.update(json.dumps({k: v for k, v in host.items() if k != CHECKSUM}, sort_keys=True).encode())
+    return digest.hexdigest()
+
+
 def save_checkpoint(directory: str, step: int, state: Any, host: dict) -> None:
-    """Writes checkpoint ``step`` of ``state`` (a pytree of arrays) and ``host`` (JSON-able)."""
+    """Writes checkpoint ``step`` of ``state`` (a pytree of arrays) and ``host`` (JSON-able),
+    with their checksum."""
     import orbax.checkpoint as ocp
 
+    host = {**host, CHECKSUM: checksum(state, host)}
     manager = _manager(directory)
     if step in manager.all_steps():
         return
@@ -33,35 +65,66 @@ def save_checkpoint(directory: str, step: int, state: Any, host: dict) -> None:
     manager.close()
 
 
+def all_steps(directory: str) -> list[int]:
+    """Complete checkpoints' steps, oldest first ([] if none or unreadable)."""
+    if not os.path.isdir(directory):
+        return []
+    try:
+        manager = _manager(directory, create=False)
+        steps = sorted(manager.all_steps())
+        manager.close()
+    except Exception:  # a mangled directory: nothing usable here
+        return []
+    return steps
+
+
 def latest_step(directory: str) -> int | None:
     """The newest complete checkpoint's step, or ``None``."""
-    if not os.path.isdir(directory):
-        return None
-    manager = _manager(directory, create=False)
-    step = manager.latest_step()
-    manager.close()
-    return step
+    steps = all_steps(directory)
+    return steps[-1] if steps else None
 
 
-def restore_checkpoint(directory: str, like: Any) -> tuple[int, Any, dict]:
-    """Restores the newest checkpoint; ``like`` gives the state's structure, shapes and dtypes.
-
-    Returns:
-      ``(step, state, host)``.
-    """
+def _restore(directory: str, step: int, like: Any) -> tuple[Any, dict]:
     import orbax.checkpoint as ocp
 
-    step = latest_step(directory)
-    if step is None:
-        raise CheckpointError(f"no complete checkpoint in {directory}")
     manager = _manager(directory, create=False)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     try:
         restored = manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore())
         )
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        raise CheckpointError(f"checkpoint {step} in {directory} does not match this run: {e}") from None
     finally:
         manager.close()
-    return step, restored["state"], restored["host"]
+    state, host = restored["state"], restored["host"]
+    if not isinstance(host, dict) or not {"generation", "reached"} <= set(host):
+        raise CheckpointError("its host data is malformed")
+    if CHECKSUM in host and host[CHECKSUM] != checksum(state, host):  # (checkpoints of older versions have none)
+        raise CheckpointError("its checksum does not match its contents")
+    return state, host
+
+
+def restore_checkpoint(directory: str, like: Any) -> tuple[int, Any, dict]:
+    """Restores the newest checkpoint that reads and verifies; ``like`` gives the state's
+    structure, shapes, dtypes and shardings. A bad one is reported in one line on stderr
+    and the one before it is tried.
+
+    Returns:
+      ``(step, state, host)``.
+    """
+    steps = all_steps(directory)
+    if not steps:
+        raise CheckpointError(f"no complete checkpoint in {directory}")
+    problems = []
+    for step in reversed(steps):
+        try:
+            state, host = _restore(directory, step, like)
+        except Exception as e:  # any failure to read or verify: try the older checkpoint
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            problems.append(f"checkpoint {step}: {reason}")
+            if jax.process_index() == 0:
+                print(f"warning: checkpoint {step} in {directory} is unusable ({reason[:200]}); trying an older one",
+                      file=sys.stderr)
+            continue
+        return step, state, host
+    raise CheckpointError(f"no usable checkpoint in {directory} ({'; '.join(p[:120] for p in problems)}); "
+                          "start afresh with a new --out")

@@ -6,6 +6,7 @@ already on disk changed, or in a result for every class.
 
 import os
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -108,3 +109,96 @@ def test_fool_reports_every_class_of_a_broken_model(broken, tmp_path):
         assert (result.best_confidence > 0).all() and (result.images[:, 0, 0, 0] <= 0.5).all()
     result.save(str(tmp_path / "saved"))  # never-filled cells have no picture, and saving still works
     assert (tmp_path / "saved" / "summary.json").exists()
+
+
+CKPT = dict(batch=50, generations=40, chunk=10, checkpoint_every=10, stop_when_fooled=False)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_state(tmp_path_factory):
+    from jaxfool.presets import load_preset
+    from jaxfool.runner import run
+
+    out = tmp_path_factory.mktemp("whole")
+    run(load_preset("mnist-direct", **CKPT), str(out), progress_bar=False)
+    return _final(out)
+
+
+def _final(out):
+    from jaxfool.evolution import Lanes
+    from jaxfool.experiment import build_experiment
+    from jaxfool.map_elites import init_seeds
+    from jaxfool.presets import load_preset
+    from jaxfool import checkpointing
+
+    lanes = Lanes.of([build_experiment(load_preset("mnist-direct", **CKPT))])
+    like = init_seeds(lanes.engine, lanes.params(), lanes.keys())
+    return checkpointing.restore_checkpoint(str(out / "checkpoints"), like)
+
+
+def _largest_file(folder):
+    files = [os.path.join(d, f) for d, _, fs in os.walk(folder) for f in fs]
+    return max(files, key=os.path.getsize)
+
+
+def _truncate(step_dir):
+    path = _largest_file(step_dir / "state")
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+def _flip(step_dir):
+    path = _largest_file(step_dir / "state")
+    data = bytearray(open(path, "rb").read())
+    for i in range(len(data) // 3, len(data) // 3 + 64):
+        data[i] ^= 0xFF
+    open(path, "wb").write(bytes(data))
+
+
+def _mangle_metadata(step_dir):
+    (step_dir / "state" / "_METADATA").write_text("{ this is not json")
+
+
+def _edit_host(step_dir):  # well-formed, but not what was saved: only the checksum can tell
+    import json
+
+    host = json.loads((step_dir / "host" / "metadata").read_text())
+    host["elapsed"] += 1.0
+    (step_dir / "host" / "metadata").write_text(json.dumps(host))
+
+
+def _mangle_host(step_dir):
+    (step_dir / "host" / "metadata").write_text('{"generation": 30}')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("corrupt", [_truncate, _flip, _mangle_metadata, _mangle_host, _edit_host])
+def test_a_corrupt_newest_checkpoint_falls_back_and_ends_identical(uninterrupted_state, tmp_path, capfd, corrupt):
+    from jaxfool.presets import load_preset
+    from jaxfool.runner import resume_config, run
+
+    out = tmp_path / "run"
+    run(load_preset("mnist-direct", **CKPT), str(out), progress_bar=False, max_chunks=3)  # checkpoints 20 and 30
+    assert sorted(os.listdir(out / "checkpoints")) == ["20", "30"]
+    corrupt(out / "checkpoints" / "30")
+    capfd.readouterr()
+    run(resume_config(str(out)), str(out), resume=True, progress_bar=False)
+    warnings = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "checkpoint 30" in warnings[0] and "trying an older one" in warnings[0]
+    if corrupt is _edit_host:
+        assert "checksum does not match" in warnings[0]
+    step, state, host = _final(out)
+    want_step, want_state, want_host = uninterrupted_state
+    assert step == want_step == 40 and host["reached"] == want_host["reached"]
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(want_state)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_no_usable_checkpoint_is_one_line(tmp_path):
+    out = tmp_path / "run"
+    assert run_script("run.py", "--generations", "20", "--chunk", "10", "--checkpoint-every", "10", "--no-stop-when-fooled",
+                      "--quiet", "--out", str(out)).returncode == 0
+    for step in os.listdir(out / "checkpoints"):
+        _mangle_host(out / "checkpoints" / step)
+    proc = run_script("run.py", "--resume", str(out), "--generations", "30", "--quiet")
+    _one_line_error(proc, f"error: no usable checkpoint in {out / 'checkpoints'}")
