@@ -8,6 +8,7 @@ histogram and a table), the progress plot, and the run's config and environment.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import glob
 import html
 import io
@@ -18,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from jaxfool import pictures
+from jaxfool.config import RunConfig
 
 THUMBNAIL = 96  # images larger than this are embedded as thumbnails of this size
 
@@ -71,6 +73,13 @@ th { background: #f4f4f4; } td.name { text-align: left; }
 """
 
 
+def _unused_fields(encoding: str | None) -> set[str]:
+    """Config fields the encoding ignores (the CPPN's settings in a direct run, and back)."""
+    cppn = {f.name for f in dataclasses.fields(RunConfig) if f.metadata.get("help", "").startswith("CPPN:")}
+    direct_only = {"crossover_rate", "crossover_eta", "halving_period", "recombine_scale", "recombine"}
+    return cppn if encoding == "direct" else direct_only if encoding == "cppn" else set()
+
+
 def write_report(run_dir: str, path: str | None = None) -> str:
     """Writes ``report.html`` for a finished run directory; returns its path."""
     with open(os.path.join(run_dir, "summary.json")) as f:
@@ -95,7 +104,17 @@ def write_report(run_dir: str, path: str | None = None) -> str:
         f"({summary['device']['count']} device(s)).</p>"
     )
 
-    parts.append("<h2>Elites</h2>")
+    parts.append(
+        "<p>A <em>fooling image</em> is a picture no person would take for the class, which the network "
+        "nevertheless labels as that class with very high confidence (Nguyen, Yosinski &amp; Clune, CVPR 2015). "
+        "Each class has one cell; evolution keeps, per cell, the image the network scored highest for that class "
+        "(its <em>elite</em>). <em>Confidence</em> is the network's softmax probability of the class for the elite, "
+        f"exactly as saved in the PNG; a cell counts as fooled at {100 * threshold:g}%. <em>Evaluations</em> are "
+        "images scored by the network (the random images of generation 0 included); <em>evaluations to fool</em> a "
+        "class are those spent until its cell first reached the threshold.</p>"
+    )
+    parts.append("<h2>Elites</h2><p>Each image is labelled with its class and the network's confidence; "
+                 "a red border marks a class not fooled.</p>")
     for k, s in enumerate(seeds):
         if len(seeds) > 1:
             parts.append(f"<h3>seed {s['seed']}</h3>")
@@ -111,7 +130,9 @@ def write_report(run_dir: str, path: str | None = None) -> str:
     per_class = [s["evaluations_to_threshold_per_class"] for s in seeds]
     flat = [x for row in per_class for x in row]
     budget = summary["evaluation_budget"]
-    parts.append(f"<h2>Evaluations to fool each class</h2><img alt='histogram of evaluations to fool' src='{_data_uri(_histogram(flat, budget, threshold))}'>")
+    parts.append("<h2>Evaluations to fool each class</h2><p>How many classes were fooled within how many "
+                 "evaluations (left means easier), and per class and seed the evaluations it took.</p>"
+                 f"<img alt='histogram of evaluations to fool' src='{_data_uri(_histogram(flat, budget, threshold))}'>")
     header = "".join(f"<th>seed {s['seed']}</th>" for s in seeds)
     parts.append(f"<table><tr><th>class</th><th>name</th>{header}<th>best confidence (median)</th></tr>")
     for c, name in enumerate(names):
@@ -123,10 +144,14 @@ def write_report(run_dir: str, path: str | None = None) -> str:
     progress = os.path.join(run_dir, "progress.png")
     if os.path.exists(progress):
         with open(progress, "rb") as f:
-            parts.append(f"<h2>Progress</h2><img alt='best confidence per class over generations' src='{_data_uri(f.read())}'>")
+            parts.append("<h2>Progress</h2><p>One minus the best confidence per class over generations, on a log "
+                         "scale so that 99 % and 99.99 % are visible: lines falling to the dashed lines are classes "
+                         "being fooled.</p>"
+                         f"<img alt='best confidence per class over generations' src='{_data_uri(f.read())}'>")
 
     parts.append("<h2>Configuration</h2><table>")
-    parts.extend(f"<tr><td class='name'>{e(k)}</td><td class='name'>{e(str(v))}</td></tr>" for k, v in config.items())
+    shown = {k: v for k, v in config.items() if k not in _unused_fields(config.get("encoding"))}
+    parts.extend(f"<tr><td class='name'>{e(k)}</td><td class='name'>{e(str(v))}</td></tr>" for k, v in shown.items())
     parts.append("</table><h2>Environment</h2><table>")
     for group in ("versions", "device"):
         parts.extend(f"<tr><td class='name'>{e(group)}.{e(k)}</td><td class='name'>{e(str(v))}</td></tr>" for k, v in summary[group].items())

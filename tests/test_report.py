@@ -57,6 +57,17 @@ def test_report_is_self_contained_and_shows_every_elite(two_seeds):
         assert heading in text
     assert "src='http" not in text and 'src="http' not in text
     assert text.count("<table>") == 3 and "seed 1" in text
+    assert "A <em>fooling image</em> is a picture" in text  # the page says what the reader looks at
+    config_rows = text[text.index("<h2>Configuration</h2>"):text.index("<h2>Environment</h2>")]
+    assert "mutation_rate" in config_rows and "recombine_scale" in config_rows
+    assert "max_hidden" not in config_rows and "add_node_rate" not in config_rows  # no CPPN settings in a direct run
+
+
+def test_cppn_report_hides_direct_settings(tmp_path):
+    run(load_preset("mnist-cppn", generations=2), str(tmp_path), progress_bar=False)
+    text = open(tmp_path / "report.html").read()
+    config_rows = text[text.index("<h2>Configuration</h2>"):text.index("<h2>Environment</h2>")]
+    assert "max_hidden" in config_rows and "add_node_rate" in config_rows and "recombine_scale" not in config_rows
 
 
 def test_report_renders_in_a_browser(two_seeds, tmp_path):
