@@ -13,6 +13,8 @@ al.: L2 decay toward the start image, Gaussian blur every k steps, random jitter
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import functools
 import math
 
@@ -174,3 +176,28 @@ def summary(result: GradientResult, classifier: Classifier, cells: tuple[int, ..
         "all_reached": bool((steps >= 0).all()),
         "max_steps_to_threshold": int(steps.max()) if (steps >= 0).all() else None,
     }
+
+
+def write_outputs(out_dir: str, classifier: Classifier, cells: tuple[int, ...], config: GradientConfig,
+                  result: GradientResult, wall: float) -> dict:
+    """Writes a gradient-ascent run as a run directory (``elites/``, ``elites.png``,
+    ``progress.png`` over optimiser steps, ``summary.json``); returns the summary."""
+    from jaxfool import pictures
+
+    os.makedirs(out_dir, exist_ok=True)
+    images = np.asarray(result.images)
+    names = [classifier.class_names[c] for c in cells]
+    pictures.save_elites(out_dir, images[None], cells, names)
+    confidence = np.exp(np.asarray(result.log_confidence, np.float64))
+    pictures.elites_grid(os.path.join(out_dir, "elites.png"), images[None], confidence[None], names,
+                         title=f"{classifier.name}, gradient ascent from {config.start}")
+    report = {"classifier": classifier.name, "config": dataclasses.asdict(config), "wall_time_s": wall,
+              **summary(result, classifier, cells)}
+    history = np.asarray(result.history, np.float64)
+    last = report["max_steps_to_threshold"]  # the curves are flat once every class is there
+    history = history[: max(last, 1) + 1] if last is not None else history
+    pictures.progress_plot(os.path.join(out_dir, "progress.png"), np.arange(1, len(history) + 1), history[:, None, :],
+                           names, title=f"{classifier.name}, gradient ascent", xlabel="optimiser step")
+    with open(os.path.join(out_dir, "summary.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    return report

@@ -7,6 +7,7 @@ of an elite holds exactly the pixels the classifier scored.
 from __future__ import annotations
 
 import os
+import sys
 import re
 from collections.abc import Sequence
 
@@ -14,6 +15,18 @@ import numpy as np
 from PIL import Image
 
 PAGE = 100  # cells per page of a grid
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend: the one place the backend is chosen,
+    so pictures draw the same with or without a display (imported on first use: it is slow)."""
+    import matplotlib
+
+    if "matplotlib.pyplot" not in sys.modules:  # a notebook's own backend stays as it is
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
@@ -98,10 +111,7 @@ def elites_grid(
     Returns:
       the written paths.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows, cells = confidences.shape
     pages = [range(i, min(i + PAGE, cells)) for i in range(0, cells, PAGE)]
@@ -140,6 +150,7 @@ def progress_plot(
     names: Sequence[str],
     thresholds: Sequence[float] = (0.99, 0.9999),
     title: str = "",
+    xlabel: str = "generation",
 ) -> None:
     """Plots 1 - best confidence per cell over generations on a log axis.
 
@@ -151,10 +162,7 @@ def progress_plot(
       names: C cell names (ignored for quantiles, which are passed with ``names=None``).
       thresholds: drawn as dashed lines.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     gap = np.maximum(-np.expm1(np.asarray(fitness, np.float64)), 1e-12)  # 1 - p, exact near p = 1
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -173,7 +181,7 @@ def progress_plot(
         ax.text(generations[-1] if len(generations) else 0, 1 - t, f" {100 * t:g}%", va="bottom", ha="right", fontsize=8)
     ax.set_yscale("log")
     ax.invert_yaxis()
-    ax.set_xlabel("generation")
+    ax.set_xlabel(xlabel)
     seeds = fitness.shape[1]
     ax.set_ylabel("1 - best confidence" + (f" (median of {seeds} seeds)" if seeds > 1 else ""))
     ax.set_title(title)

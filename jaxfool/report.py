@@ -39,10 +39,7 @@ def _thumbnail(path: str) -> bytes:
 
 
 def _histogram(evaluations: list[int | None], budget: int, threshold: float) -> bytes:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pictures.pyplot()
 
     reached = [e for e in evaluations if e is not None]
     fig, ax = plt.subplots(figsize=(6, 3))

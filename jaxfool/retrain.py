@@ -27,6 +27,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxfool import pictures
 from jaxfool.data import MNIST_CLASS_NAMES, load_mnist
 from jaxfool.errors import ConfigError
 from jaxfool.models import init_lenet, load_classifier, save_checkpoint
@@ -227,10 +228,7 @@ def write_table(out_dir: str, rows: list[dict]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pictures.pyplot()
 
     it = [r["iteration"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))

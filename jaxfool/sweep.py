@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxfool import checkpointing
+from jaxfool import checkpointing, pictures
 from jaxfool.config import RunConfig
 from jaxfool.distributed import is_main_process
 from jaxfool.errors import ConfigError
@@ -262,10 +262,7 @@ def write_results(out_dir: str, rows: list[dict[str, Any]], point_dirs: list[str
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pictures.pyplot()
 
     keys = [k for k in rows[0] if k not in _ROW_FIELDS]  # the grid's own fields
     labels = ["\n".join(f"{k}={r[k]}" for k in keys) for r in rows]

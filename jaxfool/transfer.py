@@ -114,10 +114,7 @@ def transfer(elites: dict, target: Classifier) -> dict:
 
 def transfer_picture(path: str, elites: dict, result: dict, class_names: list[str]) -> None:
     """Elites labelled with both networks' confidences, beside the target's probability matrix."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pictures.pyplot()
 
     n = len(result["elites"])
     cols = min(n, 10)
