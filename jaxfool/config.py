@@ -98,6 +98,7 @@ class RunConfig:
     # Execution.
     chunk: int = option(10, "generations per compiled lax.scan chunk (the host is touched between chunks)")
     checkpoint_every: int = option(100, "checkpoint every this many generations (0: only at the end)", "host")
+    tensorboard: bool = option(False, "write TensorBoard event files to <run dir>/tensorboard (pip install -e '.[tensorboard]')", "host")
     score_chunk: int = option(0, "score at most this many images at once, to bound memory (0: whole batch)")
     ten_crop: bool = option(False, "score 10 crops (corners, centre, mirrored) of images rendered larger than the network's input, averaging their softmax (the paper's ImageNet scoring)")
     render_size: int = option(0, "side of the evolved images (0: the network's input; with --ten-crop: 8/7 of it, 256 for 224)")

@@ -26,7 +26,7 @@ from jaxfool.distributed import is_main_process, make_plan
 from jaxfool.errors import CheckpointError, ConfigError
 from jaxfool.evolution import Lanes, evolve
 from jaxfool.experiment import Experiment, build_experiment
-from jaxfool.writers import Checkpoints, MetricsLog, Outputs, ProgressBar
+from jaxfool.writers import Checkpoints, MetricsLog, Outputs, ProgressBar, TensorBoard
 
 
 def _load_run_config(out_dir: str) -> RunConfig:
@@ -126,6 +126,8 @@ def run(
     outputs = Outputs(out_dir, exp, lanes.lanes_of(0))
     observers = [MetricsLog(os.path.join(out_dir, "metrics.jsonl"), exp, lanes.lanes_of(0)),
                  Checkpoints(ckpt_dir, exp.config.checkpoint_every), outputs]
+    if exp.config.tensorboard:
+        observers.append(TensorBoard(out_dir, exp, lanes.lanes_of(0)))
     if progress_bar:
         observers.append(ProgressBar(exp.config.generations, len(exp.cells), exp.config.threshold))
     evolve(lanes, observers, plan=plan, resume=restorer(ckpt_dir, resume), time_limit=time_limit, max_chunks=max_chunks)

@@ -152,7 +152,7 @@ def run_sweep(
     from jaxfool.evolution import Lanes, evolve
     from jaxfool.experiment import build_experiment
     from jaxfool.runner import restorer
-    from jaxfool.writers import Checkpoints, MetricsLog, Outputs, ProgressBar
+    from jaxfool.writers import Checkpoints, MetricsLog, Outputs, ProgressBar, TensorBoard
 
     overrides = overrides or {}
     log = log if is_main_process() else (lambda _: None)
@@ -204,6 +204,8 @@ def run_sweep(
                     json.dump(configs[i].to_dict(), f, indent=2)
             observers.append(MetricsLog(os.path.join(d, "metrics.jsonl"), experiments[i], lanes.lanes_of(n)))
             outputs.append(Outputs(d, experiments[i], lanes.lanes_of(n)))
+            if configs[i].tensorboard:
+                observers.append(TensorBoard(d, experiments[i], lanes.lanes_of(n)))
         every = min((configs[i].checkpoint_every for i in members if configs[i].checkpoint_every), default=0)
         observers.append(Checkpoints(ckpt_dir, every))
         observers.extend(outputs)

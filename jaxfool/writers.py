@@ -121,6 +121,64 @@ class Checkpoints:
         self.last = result.generation
 
 
+class TensorBoard:
+    """TensorBoard event files (``tensorboardX``, no TensorFlow) in ``<out_dir>/tensorboard``
+    for experiment ``exp`` (lanes ``lanes``): per generation and seed, the best confidence of
+    each class (quantiles over classes for big archives) and the fooled cells; evals/s per chunk;
+    the elites as one image at the end. A resumed run drops the events written after its
+    checkpoint."""
+
+    def __init__(self, out_dir: str, exp: Experiment, lanes: slice):
+        try:  # checked here, before anything compiles
+            import tensorboardX  # noqa: F401
+        except ImportError:
+            from jaxfool.errors import ConfigError
+
+            raise ConfigError("--tensorboard needs tensorboardX: pip install -e '.[tensorboard]'") from None
+        self.logdir, self.exp, self.lanes = os.path.join(out_dir, "tensorboard"), exp, lanes
+        self.writer = None
+
+    def start(self, result: Result) -> None:
+        if not is_main_process():
+            return
+        from tensorboardX import SummaryWriter
+
+        self.writer = SummaryWriter(self.logdir, purge_step=result.generation + 1 if result.generation else None)
+        if result.generation == 0:
+            self._scalars(0, result.fitness[self.lanes])
+
+    def _scalars(self, step: int, fitness: np.ndarray) -> None:
+        names = self.exp.cell_names
+        log_t = math.log(self.exp.config.threshold)
+        for k, seed in enumerate(self.exp.seeds):
+            p = np.exp(np.asarray(fitness[k], np.float64))
+            if len(names) <= FULL_CELLS:
+                self.writer.add_scalars(f"seed{seed}/best_confidence", dict(zip(names, p.tolist())), step)
+            else:
+                quantiles = np.quantile(p, [0, 0.25, 0.5, 0.75, 1])
+                self.writer.add_scalars(f"seed{seed}/best_confidence", dict(zip(("min", "q1", "median", "q3", "max"), quantiles.tolist())), step)
+            self.writer.add_scalar(f"seed{seed}/fooled_cells", int((fitness[k] >= log_t).sum()), step)
+
+    def chunk(self, result: Result, generations: np.ndarray, fitness: np.ndarray) -> None:
+        if self.writer is None:
+            return
+        first = result.generation - generations.shape[0]
+        for i in range(generations.shape[0]):
+            self._scalars(first + i + 1, fitness[i, self.lanes])
+        if result.evals_per_s:
+            self.writer.add_scalar("evals_per_s", result.evals_per_s, result.generation)
+
+    def end(self, result: Result) -> None:
+        if self.writer is None:
+            return
+        images = np.round(np.clip(result.images()[self.lanes][:, :FULL_CELLS], 0, 1) * 255).astype(np.uint8)  # [K, C, H, W, ch]
+        k, c, h, w, ch = images.shape
+        grid = images.transpose(0, 2, 1, 3, 4).reshape(k * h, c * w, ch)  # one row of classes per seed
+        self.writer.add_image("elites", np.repeat(grid, 3, -1) if ch == 1 else grid, result.generation, dataformats="HWC")
+        self.writer.close()
+        self.writer = None
+
+
 class ProgressBar:
     """A tqdm bar over generations, with the fewest fooled cells of any lane and evals/s; it
     ends by saying why the run stopped."""

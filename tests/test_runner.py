@@ -201,3 +201,37 @@ def test_a_thousand_classes_paginate_and_summarise(tmp_path):
     last = json.loads(open(tmp_path / "metrics.jsonl").read().splitlines()[-1])
     assert len(last["seeds"][0]["log_confidence_quantiles"]) == 5 and "log_confidence" not in last["seeds"][0]
     assert (tmp_path / "progress.png").exists() and (tmp_path / "report.html").stat().st_size > 0
+
+
+def _events(folder):
+    """Every (tag, step, value or image) in the TensorBoard event files under ``folder``."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    found = []
+    for root, _, files in os.walk(folder):
+        for name in sorted(files):
+            data = open(os.path.join(root, name), "rb").read()
+            at = 0
+            while at < len(data):  # TFRecord: length, its crc, the Event bytes, their crc
+                (length,) = struct.unpack("<Q", data[at : at + 8])
+                event = event_pb2.Event.FromString(data[at + 12 : at + 12 + length])
+                at += 16 + length
+                for v in event.summary.value:
+                    found.append((os.path.relpath(root, folder), v.tag, event.step, v.simple_value if v.HasField("simple_value") else v.image))
+    return found
+
+
+def test_tensorboard_events_can_be_read_back(tmp_path):
+    summary = run(load_preset(seeds=2, generations=12, chunk=4, tensorboard=True), str(tmp_path), progress_bar=False)
+    events = _events(tmp_path / "tensorboard")
+    fooled = {(step, v) for where, tag, step, v in events if tag == "seed1/fooled_cells"}
+    assert len(fooled) == summary["seeds"][1]["generations"] + 1  # generation 0 and every generation after
+    final = max(fooled)
+    assert final[1] == summary["seeds"][1]["classes_fooled"]
+    three = [(step, v) for where, tag, step, v in events if where == os.path.join("seed0", "best_confidence", "three")]
+    assert max(three)[1] == pytest.approx(summary["seeds"][0]["best_confidence"][3], rel=1e-6)
+    (image,) = [v for _, tag, _, v in events if tag == "elites"]
+    assert (image.height, image.width) == (2 * 28, 10 * 28)  # one row of ten elites per seed
+    assert any(tag == "evals_per_s" and v > 0 for _, tag, _, v in events)
