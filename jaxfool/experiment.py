@@ -15,10 +15,10 @@ import os
 import numpy as np
 
 from jaxfool.config import RunConfig
+from jaxfool.emitters import ESEmitter, MutationEmitter
 from jaxfool.encodings import DirectEncoding, DirectParams, Encoding
 from jaxfool.encodings.cppn import CPPNEncoding, CPPNParams
 from jaxfool.errors import ConfigError
-from jaxfool.emitters import ESEmitter, MutationEmitter
 from jaxfool.map_elites import MapElites, Params, stack_lanes
 from jaxfool.models import Classifier, check_classifier, load_classifier
 from jaxfool.scoring import make_score_fn

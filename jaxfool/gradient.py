@@ -13,10 +13,10 @@ al.: L2 decay toward the start image, Gaussian blur every k steps, random jitter
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import functools
+import json
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -24,10 +24,10 @@ import numpy as np
 import optax
 from flax import struct
 
+from jaxfool.config import option
 from jaxfool.encodings.base import quantize
 from jaxfool.errors import ConfigError
 from jaxfool.models.classifier import Classifier
-from jaxfool.config import option
 
 STARTS = ("mean", "blank", "random")
 

@@ -59,7 +59,15 @@ LANE_AXES = Params(model=None, variation=0, log_threshold=0, stop=0, max_generat
 
 def stack_lanes(model: Any, rows: list[Params]) -> Params:
     """One :class:`Params` whose per-lane fields stack ``rows`` (their ``model`` is ignored)
-    along a new leading axis, sharing ``model``."""
+    along a new leading axis, sharing ``model``.
+
+    >>> import numpy as np
+    >>> from jaxfool.encodings import DirectParams
+    >>> rows = [Params(None, DirectParams(mutation_rate=np.float32(r))) for r in (0.1, 0.2, 0.3)]
+    >>> lanes = stack_lanes({"w": np.ones(4)}, rows)
+    >>> lanes.variation.mutation_rate.shape, lanes.model["w"].shape
+    ((3,), (4,))
+    """
     per_lane = [r.replace(model=None) for r in rows]
     stacked = jax.tree.map(lambda *x: np.stack([np.asarray(v) for v in x]), *per_lane)
     return stacked.replace(model=model)

@@ -7,8 +7,8 @@ of an elite holds exactly the pixels the classifier scored.
 from __future__ import annotations
 
 import os
-import sys
 import re
+import sys
 from collections.abc import Sequence
 
 import numpy as np

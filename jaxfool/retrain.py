@@ -28,6 +28,7 @@ import jax
 import numpy as np
 
 from jaxfool import pictures
+from jaxfool.config import option
 from jaxfool.data import MNIST_CLASS_NAMES, load_mnist
 from jaxfool.errors import ConfigError
 from jaxfool.models import init_lenet, load_classifier, save_checkpoint
@@ -36,7 +37,6 @@ from jaxfool.runner import run
 from jaxfool.scoring import log_probabilities
 from jaxfool.training import TrainConfig, accuracy, train_classifier
 from jaxfool.transfer import load_elites
-from jaxfool.config import option
 
 FOOLING = "fooling"
 NUM_REAL = 10

@@ -12,7 +12,14 @@ import os
 import sys
 import time
 
-from jaxfool.cli import add_config_flags, add_layout_flags, enable_compilation_cache, overrides_from_args, run_main, start_processes
+from jaxfool.cli import (
+    add_config_flags,
+    add_layout_flags,
+    enable_compilation_cache,
+    overrides_from_args,
+    run_main,
+    start_processes,
+)
 from jaxfool.config import RunConfig
 from jaxfool.distributed import is_main_process
 from jaxfool.errors import ConfigError

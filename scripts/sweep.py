@@ -8,9 +8,16 @@ Rerunning the same command skips finished points and resumes an unfinished one.
 
 import argparse
 
-from jaxfool.cli import add_config_flags, add_layout_flags, enable_compilation_cache, overrides_from_args, run_main, start_processes
-from jaxfool.distributed import is_main_process
+from jaxfool.cli import (
+    add_config_flags,
+    add_layout_flags,
+    enable_compilation_cache,
+    overrides_from_args,
+    run_main,
+    start_processes,
+)
 from jaxfool.config import RunConfig
+from jaxfool.distributed import is_main_process
 from jaxfool.pictures import confidence_label
 from jaxfool.presets import DEFAULT, available
 from jaxfool.sweep import parse_grid, run_sweep

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import ROOT
 from jaxfool import checkpointing
-from jaxfool.errors import ConfigError
 from jaxfool.distributed import make_plan
+from jaxfool.errors import ConfigError
 from jaxfool.experiment import build_experiment
 from jaxfool.map_elites import init_seeds, seed_keys
 from jaxfool.presets import load_preset

@@ -125,11 +125,11 @@ def uninterrupted_state(tmp_path_factory):
 
 
 def _final(out):
+    from jaxfool import checkpointing
     from jaxfool.evolution import Lanes
     from jaxfool.experiment import build_experiment
     from jaxfool.map_elites import init_seeds
     from jaxfool.presets import load_preset
-    from jaxfool import checkpointing
 
     lanes = Lanes.of([build_experiment(load_preset("mnist-direct", **CKPT))])
     like = init_seeds(lanes.engine, lanes.params(), lanes.keys())

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfool.archive import empty_archive
+from jaxfool.emitters import MutationEmitter, select_parents
 from jaxfool.encodings import DirectEncoding, DirectParams
 from jaxfool.experiment import build_experiment
-from jaxfool.emitters import MutationEmitter, select_parents
 from jaxfool.map_elites import MapElites, Params, init_seeds, run_generations, seed_keys, stack_lanes
 from jaxfool.presets import load_preset
 

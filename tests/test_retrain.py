@@ -1,9 +1,9 @@
-import pytest
 import csv
 import json
 import os
 
 import numpy as np
+import pytest
 
 from conftest import run_script
 from jaxfool.models import load_classifier
@@ -44,8 +44,9 @@ def test_two_tiny_iterations_end_to_end_and_resume(mnist_dir, tmp_path):
 
 
 def test_run_can_target_a_retrained_network(mnist_dir, tmp_path):
-    from jaxfool.models import init_lenet, save_checkpoint
     import jax
+
+    from jaxfool.models import init_lenet, save_checkpoint
 
     _, params = init_lenet(jax.random.key(0), num_classes=11)
     path = save_checkpoint(tmp_path / "dnn", params, {
