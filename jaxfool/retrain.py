@@ -17,7 +17,6 @@ run directory (elites, progress) and ``dnn.msgpack``, the next network, which is
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -35,6 +34,7 @@ from jaxfool.models import init_lenet, load_classifier, save_checkpoint
 from jaxfool.presets import load_preset
 from jaxfool.runner import run
 from jaxfool.scoring import log_probabilities
+from jaxfool.tables import median_or_none, write_csv
 from jaxfool.training import TrainConfig, accuracy, train_classifier
 from jaxfool.transfer import load_elites
 
@@ -198,8 +198,7 @@ def retrain(
             "heldout_fooling_accuracy": fooling_acc,
             "runs": len(seeds),
             "runs_all_classes_9999": int(sum(g is not None for g in to_9999)),
-            # unreached runs count as infinitely slow; null when the median itself is unreached
-            "median_generations_to_9999": _finite(np.median([g if g is not None else np.inf for g in to_9999])),
+            "median_generations_to_9999": median_or_none(to_9999),
             "median_best_confidence": float(np.median(best)),
             "min_best_confidence": float(best.min()),
             "images_at_least_9999": int((best >= 0.9999).sum()),
@@ -218,16 +217,9 @@ def retrain(
     return rows
 
 
-def _finite(x: float) -> float | None:
-    return float(x) if np.isfinite(x) else None
-
-
 def write_table(out_dir: str, rows: list[dict]) -> None:
     """``retrain.csv`` and ``retrain.png`` from the rows."""
-    with open(os.path.join(out_dir, "retrain.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(os.path.join(out_dir, "retrain.csv"), rows)
     plt = pictures.pyplot()
 
     it = [r["iteration"] for r in rows]

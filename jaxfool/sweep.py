@@ -16,7 +16,6 @@ finished groups are skipped. ``sweep.csv`` has one row per point, ``sweep.png`` 
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import itertools
@@ -36,6 +35,7 @@ from jaxfool.distributed import is_main_process
 from jaxfool.errors import ConfigError
 from jaxfool.presets import load_preset
 from jaxfool.report import write_sweep_report
+from jaxfool.tables import median_or_none, write_csv
 
 
 def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
@@ -90,12 +90,6 @@ def point_config(base_preset: str, point: dict[str, Any], overrides: dict[str, A
     return load_preset(preset, **{**overrides, **values})
 
 
-def _median_or_none(values: list[int | None]) -> float | None:
-    finite = sorted(v if v is not None else np.inf for v in values)
-    m = float(np.median(finite))
-    return m if np.isfinite(m) else None
-
-
 def summary_row(point: dict[str, Any], summary: dict) -> dict[str, Any]:
     """One ``sweep.csv`` row from a point's summary."""
     seeds = summary["seeds"]
@@ -105,8 +99,8 @@ def summary_row(point: dict[str, Any], summary: dict) -> dict[str, Any]:
     return {
         **{k: "+".join(v) if isinstance(v, tuple) else v for k, v in point.items()},
         "seeds": len(seeds),
-        "median_generations_to_99": _median_or_none([s["generations_to_0.99"] for s in seeds]),
-        "median_generations_to_9999": _median_or_none(to_9999),
+        "median_generations_to_99": median_or_none([s["generations_to_0.99"] for s in seeds]),
+        "median_generations_to_9999": median_or_none(to_9999),
         "min_generations_to_9999": min((g for g in to_9999 if g is not None), default=None),
         "max_generations_to_9999": max(to_9999) if all(g is not None for g in to_9999) else None,
         "seeds_fooled": sum(s["classes_fooled"] == len(summary["classes"]) for s in seeds),
@@ -260,10 +254,7 @@ _ROW_FIELDS = {
 def write_results(out_dir: str, rows: list[dict[str, Any]], point_dirs: list[str]) -> None:
     """``sweep.csv``, ``sweep.png`` and ``sweep.html`` (``point_dirs``: each row's directory,
     relative to ``out_dir``)."""
-    with open(os.path.join(out_dir, "sweep.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(os.path.join(out_dir, "sweep.csv"), rows)
     plt = pictures.pyplot()
 
     keys = [k for k in rows[0] if k not in _ROW_FIELDS]  # the grid's own fields

@@ -148,7 +148,8 @@ def test_resume_can_extend_but_not_change(tmp_path):
     ],
 )
 def test_bad_flags_give_one_line(flags, message, tmp_path):
-    proc = run_script("run.py", *flags, "--out", str(tmp_path / "x"), "--quiet")
+    out = [] if "--resume" in flags else ["--out", str(tmp_path / "x")]  # --out and --resume exclude each other
+    proc = run_script("run.py", *flags, *out, "--quiet")
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr
     assert "Traceback" not in proc.stderr
