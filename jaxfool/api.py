@@ -14,6 +14,7 @@ logits ``[N, num_classes]``; it must be a pure JAX function (it is jitted and vm
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -157,6 +158,12 @@ def fool(
         summary=summary,
         _run=(experiment, result, history),
     )
+    missed = np.flatnonzero(fool_result.generations_to < 0)
+    if len(missed):  # one line, so a script that only looks at the result is still told
+        names_missed = ", ".join(names[i] for i in missed[:5]) + (", ..." if len(missed) > 5 else "")
+        warnings.warn(f"{len(missed)} of {num_classes} classes not fooled at {100 * threshold:g}% within "
+                      f"{int(result.generations[0])} generations ({names_missed}); raise generations= or try encoding='cppn'",
+                      stacklevel=2)
     if out_dir is not None:
         fool_result.save(out_dir)
     return fool_result

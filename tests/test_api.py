@@ -79,6 +79,19 @@ def test_fool_cppn_and_config_overrides(tmp_path, monkeypatch):
     assert result.run_dir is None and os.listdir(tmp_path) == []  # fool() writes no files unless asked
 
 
+def test_fool_says_in_one_line_which_classes_it_missed():
+    net = nn.Dense(3)
+    params = net.init(jax.random.key(0), jnp.zeros((1, 64)))
+    logits = lambda p, x: net.apply(p, x.reshape(len(x), -1))  # noqa: E731
+    with pytest.warns(UserWarning) as caught:
+        result = jaxfool.fool(logits, params, image_shape=(8, 8, 1), num_classes=3, generations=1, batch=20,
+                              class_names=["a", "b", "c"], threshold=0.999999)
+    (warning,) = caught
+    missed = [n for n, g in zip(result.class_names, result.generations_to) if g < 0]
+    assert missed and str(warning.message).startswith(f"{len(missed)} of 3 classes not fooled at 99.9999% within 1 generations")
+    assert "\n" not in str(warning.message) and all(n in str(warning.message) for n in missed)
+
+
 def test_wrong_shapes_are_one_line_errors():
     dense = nn.Dense(10)
     params = dense.init(jax.random.key(0), jnp.zeros((1, 784)))

@@ -236,3 +236,19 @@ def test_tensorboard_events_can_be_read_back(tmp_path):
     (image,) = [v for _, tag, _, v in events if tag == "elites"]
     assert (image.height, image.width) == (2 * 28, 10 * 28)  # one row of ten elites per seed
     assert any(tag == "evals_per_s" and v > 0 for _, tag, _, v in events)
+
+
+def test_progress_bar_ends_by_saying_why_it_stopped(tmp_path, capfd):
+    run(load_preset(), str(tmp_path / "fooled"), progress_bar=True)
+    final = capfd.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert final.startswith("100%") and "fooled 10/10" in final and "[all fooled by generation" in final
+    run(load_preset(generations=3), str(tmp_path / "capped"), progress_bar=True)
+    final = capfd.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "[generation cap]" in final and "3/3" in final
+
+
+def test_a_run_that_leaves_classes_unfooled_says_so(tmp_path):
+    proc = run_script("run.py", "--generations", "2", "--out", str(tmp_path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [l for l in proc.stdout.splitlines() if l.startswith("seed 0:")]
+    assert "/10 classes >= 99.99% after 2 generations" in line and "stopped: generation cap" in proc.stdout
