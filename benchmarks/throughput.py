@@ -25,6 +25,7 @@ import time
 import jax
 import numpy as np
 
+from jaxfool.evolution import clear_caches
 from jaxfool.experiment import build_experiment
 from jaxfool.map_elites import init_seeds, run_generations, seed_keys
 from jaxfool.presets import DEFAULT, load_preset
@@ -98,6 +99,7 @@ def render_cost(resolution: int, batch: int, repeats: int, classifier: str | Non
 def time_to_fool(preset: str, seed: int) -> dict:
     """One fresh run of ``preset`` (compilation included): generations and seconds to fool."""
     config = load_preset(preset, seed=seed)
+    clear_caches()  # a fresh engine per seed: compilation is in the wall time, as for a newcomer
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         summary = run(config, out, progress_bar=False)

@@ -135,6 +135,8 @@ def train_mnist_lenet(
     from jaxfool.data import MNIST_CLASS_NAMES, load_mnist
     from jaxfool.models import init_lenet
 
+    if num_train is not None and num_train < 1:
+        raise ConfigError(f"num_train must be >= 1 (or left out for all 60 000 images), got {num_train}")
     train, test = load_mnist("train", data_dir), load_mnist("test", data_dir)
     images, labels = train.images[:num_train], train.labels[:num_train]
     init_key, shuffle_key = jax.random.split(jax.random.key(seed))

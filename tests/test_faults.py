@@ -76,6 +76,25 @@ def test_clashing_flags_and_unusable_outputs(earlier_run, tmp_path, flags, start
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    "script,flags,start",
+    [
+        ("run.py", ["--es-std", "inf", "--emitters", "snes"], "error: es_population must be >= 2, es_restart >= 1 and es_std a finite number > 0"),
+        ("train.py", ["--num-train", "-5"], "error: num_train must be >= 1"),
+    ],
+)
+def test_silently_accepted_values_are_refused(tmp_path, script, flags, start, mnist_dir):
+    proc = run_script(script, *flags, "--out", str(tmp_path / "x"), env={"JAXFOOL_DATA": mnist_dir})
+    _one_line_error(proc, start)
+
+
+def test_a_time_limit_says_why_the_run_stopped(tmp_path):
+    proc = run_script("run.py", "--preset", "mnist-direct", "--generations", "100000", "--no-stop-when-fooled",
+                      "--time-limit", "0.02", "--out", str(tmp_path), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "stopped: time limit" in proc.stdout
+
+
 def test_another_sweep_into_a_sweep_directory_is_refused(tmp_path):
     common = ["--preset", "mnist-direct", "--seeds", "1", "--generations", "2", "--quiet", "--out", str(tmp_path)]
     assert run_script("sweep.py", "--grid", "mutation_rate=0.1,0.2", *common).returncode == 0

@@ -19,20 +19,40 @@ def test_labels_and_names():
     assert pictures.safe_name("tiger cat, Felis") == "tiger_cat_Felis"
 
 
-def test_grid_one_seed_and_several(tmp_path):
-    images = np.random.default_rng(0).random((2, 10, 28, 28, 1))
-    conf = np.full((2, 10), 0.99991)
-    [one] = pictures.elites_grid(str(tmp_path / "one.png"), images[:1], conf[:1], [str(i) for i in range(10)])
-    [two] = pictures.elites_grid(str(tmp_path / "two.png"), images, conf, [str(i) for i in range(10)], ["seed 0", "seed 1"])
-    w1, h1 = Image.open(one).size
-    w2, h2 = Image.open(two).size
-    assert h2 > h1 and w1 > 0
+PURE = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255)}
 
 
-def test_grid_paginates_many_classes(tmp_path):
-    images = np.random.default_rng(0).random((1, 150, 8, 8, 3))
+def _pure(colour, shape=(8, 8)):
+    return np.broadcast_to(np.array(PURE[colour], np.float64) / 255.0, (*shape, 3))
+
+
+def _count(region, colour):
+    return int((region == np.array(PURE[colour])).all(-1).sum())
+
+
+def test_grid_draws_elite_k_in_the_tile_of_class_k(tmp_path):
+    # Seed 0: red, green, blue; seed 1: blue, green, red. Each tile must show its own elite.
+    images = np.stack([np.stack([_pure(c) for c in row]) for row in (("red", "green", "blue"), ("blue", "green", "red"))])
+    [path] = pictures.elites_grid(str(tmp_path / "g.png"), images, np.full((2, 3), 0.9), ["a", "b", "c"], ["seed 0", "seed 1"])
+    grid = np.asarray(Image.open(path).convert("RGB"))
+    h = grid.shape[0]
+    for r, row in enumerate((("red", "green", "blue"), ("blue", "green", "red"))):
+        band = grid[r * h // 2 : (r + 1) * h // 2]  # the seed's row of tiles
+        centres = []
+        for colour in row:
+            xs = np.nonzero((band == np.array(PURE[colour])).all(-1))[1]
+            assert len(xs) > 400, (r, colour)  # the elite is drawn, large, in its seed's row
+            centres.append(xs.mean())
+        assert centres == sorted(centres), (r, centres)  # classes a, b, c from left to right
+
+
+def test_grid_paginates_many_classes_in_order(tmp_path):
+    images = np.stack([_pure("red") if c < 100 else _pure("blue") for c in range(150)])[None]
     paths = pictures.elites_grid(str(tmp_path / "elites.png"), images, np.full((1, 150), 0.5), [f"c{i}" for i in range(150)])
     assert [p.rsplit("/", 1)[1] for p in paths] == ["elites-001.png", "elites-002.png"]
+    first, second = (np.asarray(Image.open(p).convert("RGB")) for p in paths)
+    assert _count(first, "red") > 100 * 30 and _count(first, "blue") == 0  # classes 0-99
+    assert _count(second, "blue") > 50 * 30 and _count(second, "red") == 0  # classes 100-149
 
 
 def test_progress_plots(tmp_path):

@@ -1,5 +1,7 @@
 import json
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -30,9 +32,20 @@ def test_transfer_to_the_same_network_is_exact(two_seed_run, lenet):
 def test_transfer_to_lenet_b_reports_per_class(two_seed_run):
     result = transfer(load_elites(two_seed_run), load_classifier("lenet-mnist-b"))
     assert len(result["per_class"]) == 10 and sum(r["images"] for r in result["per_class"]) == 20
+    # Every figure is recomputed here from LeNet B's own softmax of the saved images.
+    elites = load_elites(two_seed_run)
+    net_b = load_classifier("lenet-mnist-b")
+    probs = np.asarray(jax.nn.softmax(net_b.logits(jnp.asarray(elites["images"]))), np.float64)
+    same = probs[np.arange(20), elites["classes"]]
+    np.testing.assert_allclose([e["target_confidence"] for e in result["elites"]], same, atol=1e-6)
     for row in result["per_class"]:
-        assert row["target_confidence_min"] <= row["target_confidence_mean"] <= row["target_confidence_max"]
-    assert 0 <= result["at_least_99"] <= 20
+        mine = same[elites["classes"] == row["index"]]
+        assert row["images"] == len(mine) == 2
+        assert row["target_confidence_mean"] == pytest.approx(mine.mean(), abs=1e-6)
+        assert row["target_confidence_min"] == pytest.approx(mine.min(), abs=1e-6)
+        assert row["target_confidence_max"] == pytest.approx(mine.max(), abs=1e-6)
+        assert row["at_least_99"] == int((mine >= 0.99).sum())
+    assert result["at_least_99"] == int((same >= 0.99).sum())
 
 
 def test_transfer_script(two_seed_run):

@@ -77,7 +77,8 @@ def test_colour_conversion_matches_colorsys(fn, ref):
     x = np.random.default_rng(0).random((2000, 3))
     want = np.array([ref(*v) for v in x])
     np.testing.assert_allclose(np.asarray(fn(jnp.asarray(x, jnp.float32))), want, atol=1e-5)
-    assert to_rgb(jnp.asarray(x), "rgb") is not None
+    np.testing.assert_array_equal(np.asarray(to_rgb(jnp.asarray(x, jnp.float32), "rgb")), x.astype(np.float32))  # identity
+    np.testing.assert_array_equal(np.asarray(to_rgb(jnp.asarray(x, jnp.float32), "hsv")), np.asarray(hsv_to_rgb(jnp.asarray(x, jnp.float32))))
 
 
 def test_hsv_direct_encoding_renders_rgb_on_the_8bit_grid():
