@@ -192,4 +192,10 @@ def _build_static(config: RunConfig, classifier: Classifier):
         recombine=config.recombine,
         init_size=config.batch,
     )
+    # The batches the scorer will feed the network (generation 0, the emitters' offspring, the
+    # recombined children; chunked; 10 crops each with --ten-crop): a function that only works
+    # for some batch sizes fails here in one line, not deep inside the compiled step.
+    fed = [config.batch, sum(e.batch_size for e in engine.emitters)] + ([len(cells)] if config.recombine else [])
+    fed = [min(n, config.score_chunk) if config.score_chunk else n for n in fed]
+    check_classifier(classifier, tuple(10 * n if config.ten_crop else n for n in fed))
     return cells, encoding, engine, variation_cls

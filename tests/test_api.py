@@ -112,6 +112,16 @@ def test_wrong_shapes_are_one_line_errors():
         jaxfool.fool(flat, params, image_shape=(28, 28, 1), num_classes=10, mutation_rat=0.2)
 
 
+def test_a_model_that_only_works_at_some_batch_sizes_fails_before_running():
+    dense = nn.Dense(10)
+    params = dense.init(jax.random.key(0), jnp.zeros((1, 784)))
+    fixed = lambda p, x: dense.apply(p, x.reshape(min(len(x), 64), -1))  # noqa: E731 - breaks above 64 images
+    with pytest.raises(ClassifierError, match=r"logits_fn failed on images of shape \(200, 28, 28, 1\)"):
+        jaxfool.fool(fixed, params, image_shape=(28, 28, 1), num_classes=10)
+    result = jaxfool.fool(fixed, params, image_shape=(28, 28, 1), num_classes=10, batch=50, generations=1, recombine=False)
+    assert result.best_confidence.shape == (10,)  # batches of 50 are fine
+
+
 def test_cli_loads_a_model_from_an_import_path(tmp_path):
     (tmp_path / "my_model.py").write_text(
         "import jax, jax.numpy as jnp, flax.linen as nn\n"

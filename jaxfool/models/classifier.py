@@ -92,8 +92,9 @@ class Classifier:
         return indices
 
 
-def check_classifier(classifier: Classifier) -> None:
-    """Traces the classifier on two images and checks the logits' shape.
+def check_classifier(classifier: Classifier, batches: tuple[int, ...] = (2,)) -> None:
+    """Traces the classifier (abstractly: nothing is computed) on each of ``batches`` images
+    (a run passes the batch its scorer will feed) and checks the logits' shape.
 
     Raises:
       ClassifierError: one line naming what was expected, if the function fails on images of
@@ -104,17 +105,18 @@ def check_classifier(classifier: Classifier) -> None:
     shape = tuple(classifier.input_shape)
     if len(shape) != 3 or any(int(d) < 1 for d in shape):
         raise ClassifierError(f"image_shape must be (height, width, channels), got {shape}")
-    probe = jax.ShapeDtypeStruct((2, *shape), jnp.float32)
-    try:
-        out = jax.eval_shape(classifier.apply_fn, classifier.params, probe)
-    except Exception as e:  # noqa: BLE001 - any failure here is the user's function failing
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ClassifierError(
-            f"{classifier.name}: logits_fn failed on images of shape {probe.shape} (float32 in [0, 1]): {first}"
-        ) from None
-    expected = (2, classifier.num_classes)
-    if not hasattr(out, "shape") or tuple(out.shape) != expected:
-        got = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
-        raise ClassifierError(
-            f"{classifier.name}: logits_fn returned {got} for images of shape {probe.shape}; expected logits of shape {expected}"
-        )
+    for n in dict.fromkeys(batches):
+        probe = jax.ShapeDtypeStruct((n, *shape), jnp.float32)
+        try:
+            out = jax.eval_shape(classifier.apply_fn, classifier.params, probe)
+        except Exception as e:  # noqa: BLE001 - any failure here is the user's function failing
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ClassifierError(
+                f"{classifier.name}: logits_fn failed on images of shape {probe.shape} (float32 in [0, 1]): {first}"
+            ) from None
+        expected = (n, classifier.num_classes)
+        if not hasattr(out, "shape") or tuple(out.shape) != expected:
+            got = tuple(out.shape) if hasattr(out, "shape") else type(out).__name__
+            raise ClassifierError(
+                f"{classifier.name}: logits_fn returned {got} for images of shape {probe.shape}; expected logits of shape {expected}"
+            )
