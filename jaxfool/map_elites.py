@@ -29,6 +29,7 @@ import numpy as np
 from flax import struct
 
 from jaxfool.archive import Archive, empty_archive, insert
+from jaxfool.config import default
 from jaxfool.encodings.base import Encoding
 
 ScoreFn = Callable[[Any, jax.Array], jax.Array]
@@ -49,7 +50,7 @@ class Params:
 
     model: Any
     variation: Any
-    log_threshold: Any = np.float32(np.log(0.9999))
+    log_threshold: Any = np.float32(np.log(default("threshold")))
     stop: Any = np.float32(np.inf)
     max_generation: Any = np.int32(np.iinfo(np.int32).max)
 

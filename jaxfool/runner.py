@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 from jaxfool import checkpointing
@@ -51,24 +52,35 @@ def resume_config(out_dir: str, **overrides: Any) -> RunConfig:
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "elites.png", "progress.png", "report.html", "checkpoints", "elites")
 
 
+def holds_files(out_dir: str) -> bool:
+    """Whether ``out_dir`` already holds files (decided by process 0 only, which alone writes);
+    a file at that path is a one-line error."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ConfigError(f"--out {out_dir} is a file, not a directory; choose another --out")
+    return os.path.isdir(out_dir) and bool(os.listdir(out_dir)) and is_main_process()
+
+
+def remove_entries(out_dir: str, owned: Callable[[str], bool]) -> None:
+    """Removes the files and folders of ``out_dir`` whose names ``owned`` accepts."""
+    for name in os.listdir(out_dir):
+        path = os.path.join(out_dir, name)
+        if owned(name):
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
 def claim_run_dir(out_dir: str, overwrite: bool = False) -> None:
     """A run directory belongs to one run: a fresh run into a directory that already holds
     files is refused (so two runs' checkpoints never mix and ``--resume`` never restores the
     other run), unless ``overwrite``, which first removes what an earlier run wrote there.
     Nothing is changed before the check."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ConfigError(f"--out {out_dir} is a file, not a directory; choose another --out")
-    if not os.path.isdir(out_dir) or not os.listdir(out_dir) or not is_main_process():
+    if not holds_files(out_dir):
         return
     if not overwrite:
         raise ConfigError(
             f"{out_dir} already holds files (another run?); continue it with --resume {out_dir}, "
             "choose a new --out, or pass --overwrite to replace it"
         )
-    for name in os.listdir(out_dir):
-        path = os.path.join(out_dir, name)
-        if name in RUN_FILES or (name.startswith("elites-") and name.endswith(".png")):
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+    remove_entries(out_dir, lambda name: name in RUN_FILES or (name.startswith("elites-") and name.endswith(".png")))
 
 
 def restorer(ckpt_dir: str, resume: bool):

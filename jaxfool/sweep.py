@@ -22,7 +22,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import typing
 from collections.abc import Callable
 from typing import Any
@@ -218,9 +217,9 @@ def run_sweep(
 def _claim_sweep_dir(out_dir: str, spec: dict, overwrite: bool) -> None:
     """The same sweep may continue in ``out_dir``; another is refused (its finished points would
     be taken for this sweep's), unless ``overwrite`` removes the old sweep first."""
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ConfigError(f"--out {out_dir} is a file, not a directory; choose another --out")
-    if not os.path.isdir(out_dir) or not os.listdir(out_dir) or not is_main_process():
+    from jaxfool.runner import holds_files, remove_entries
+
+    if not holds_files(out_dir):
         return
     path = os.path.join(out_dir, "sweep.json")
     try:
@@ -233,12 +232,7 @@ def _claim_sweep_dir(out_dir: str, spec: dict, overwrite: bool) -> None:
     if not overwrite:
         raise ConfigError(f"{out_dir} already holds files of another sweep (or run); choose a new --out, "
                           "or pass --overwrite to replace it")
-    for name in ("points", "groups", "sweep.json", "sweep.csv", "sweep.png", "sweep.html"):
-        target = os.path.join(out_dir, name)
-        if os.path.isdir(target):
-            shutil.rmtree(target)
-        elif os.path.exists(target):
-            os.remove(target)
+    remove_entries(out_dir, lambda name: name in ("points", "groups", "sweep.json", "sweep.csv", "sweep.png", "sweep.html"))
 
 
 def _plain(value: Any) -> Any:

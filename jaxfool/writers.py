@@ -47,6 +47,16 @@ def metrics_line(step: int, exp: Experiment, generations: np.ndarray, fitness: n
     return json.dumps({"generation": step, "seeds": seeds}) + "\n"
 
 
+def metrics_lines(exp: Experiment, steps, generations, fitness, before: np.ndarray | None = None):
+    """``metrics.jsonl`` lines of experiment ``exp``, one per generation in which some of its
+    lanes still moved (``generations [K]`` past the previous ones; ``before``: the counters
+    before the first; ``None`` writes the first)."""
+    for step, gens, fit in zip(steps, generations, fitness):
+        if before is None or (gens > before).any():
+            yield metrics_line(step, exp, gens, fit)
+        before = gens
+
+
 def read_history(path: str, upto: int) -> list[dict]:
     """Complete metrics lines with generation <= ``upto`` (a killed run may leave a torn line)."""
     lines = []
@@ -89,10 +99,7 @@ class MetricsLog:
         if not self.write:
             return
         with open(self.path, "a") as f:
-            for i in range(gens.shape[0]):
-                if (gens[i] > before).any():  # only generations in which some lane still moved
-                    f.write(metrics_line(first + i + 1, self.exp, gens[i], fit[i]))
-                before = gens[i]
+            f.writelines(metrics_lines(self.exp, range(first + 1, first + 1 + gens.shape[0]), gens, fit, before))
 
     def end(self, result: Result) -> None:
         pass
@@ -284,10 +291,7 @@ def write_run(out_dir: str, exp: Experiment, result: Result, history, overwrite:
     with open(os.path.join(out_dir, "config.json"), "w") as f:
         json.dump(exp.config.to_dict(), f, indent=2)
     with open(os.path.join(out_dir, "metrics.jsonl"), "w") as f:
-        before = None
-        for step, gens, fit in zip(history.steps, history.generations, history.fitness):
-            if before is None or (gens[lanes] > before).any():
-                f.write(metrics_line(step, exp, gens[lanes], fit[lanes]))
-            before = gens[lanes]
+        f.writelines(metrics_lines(exp, history.steps, [g[lanes] for g in history.generations],
+                                   [x[lanes] for x in history.fitness]))
     checkpointing.save_checkpoint(os.path.join(out_dir, "checkpoints"), result.generation, result.state, result.host())
     write_outputs(exp, result, lanes, out_dir)
