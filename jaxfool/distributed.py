@@ -21,7 +21,7 @@ process runs the same program; only process 0 writes files.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -53,6 +53,30 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 def is_main_process() -> bool:
     """Only process 0 writes pictures, metrics and logs."""
     return jax.process_index() == 0
+
+
+def decided_by_main(check: Callable[[], None]) -> None:
+    """Runs ``check`` (which may look at and clear the output directory) on process 0 only; its
+    :class:`ConfigError`, if any, is raised on every process, and no process goes on (to create
+    its folders) before process 0 is done, so the others can neither race the check nor hang
+    in a collective after process 0 has stopped."""
+    message = ""
+    if is_main_process():
+        try:
+            check()
+        except ConfigError as error:
+            message = str(error)
+    if jax.process_count() > 1:
+        data = np.zeros(_MESSAGE_BYTES, np.uint8)
+        encoded = message.encode()[:_MESSAGE_BYTES]
+        data[: len(encoded)] = np.frombuffer(encoded, np.uint8)
+        data = np.asarray(multihost_utils.broadcast_one_to_all(data))  # also a barrier
+        message = bytes(data).rstrip(b"\0").decode(errors="replace")
+    if message:
+        raise ConfigError(message)
+
+
+_MESSAGE_BYTES = 2048
 
 
 @dataclasses.dataclass(frozen=True)

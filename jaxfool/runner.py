@@ -23,7 +23,7 @@ from typing import Any
 
 from jaxfool import checkpointing
 from jaxfool.config import RunConfig
-from jaxfool.distributed import is_main_process, make_plan
+from jaxfool.distributed import decided_by_main, is_main_process, make_plan
 from jaxfool.errors import CheckpointError, ConfigError
 from jaxfool.evolution import Lanes, evolve
 from jaxfool.experiment import Experiment, build_experiment
@@ -53,11 +53,10 @@ RUN_FILES = ("config.json", "metrics.jsonl", "summary.json", "elites.png", "prog
 
 
 def holds_files(out_dir: str) -> bool:
-    """Whether ``out_dir`` already holds files (decided by process 0 only, which alone writes);
-    a file at that path is a one-line error."""
+    """Whether ``out_dir`` already holds files; a file at that path is a one-line error."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise ConfigError(f"--out {out_dir} is a file, not a directory; choose another --out")
-    return os.path.isdir(out_dir) and bool(os.listdir(out_dir)) and is_main_process()
+    return os.path.isdir(out_dir) and bool(os.listdir(out_dir))
 
 
 def remove_entries(out_dir: str, owned: Callable[[str], bool]) -> None:
@@ -129,7 +128,7 @@ def run(
     lanes = Lanes.of([exp])
     plan = make_plan(shard, len(lanes), exp.engine.batch_size)
     if not resume:
-        claim_run_dir(out_dir, overwrite)
+        decided_by_main(lambda: claim_run_dir(out_dir, overwrite))
     os.makedirs(out_dir, exist_ok=True)
     if is_main_process() and not resume:
         with open(os.path.join(out_dir, "config.json"), "w") as f:

@@ -30,7 +30,7 @@ import numpy as np
 
 from jaxfool import checkpointing, pictures
 from jaxfool.config import RunConfig
-from jaxfool.distributed import is_main_process
+from jaxfool.distributed import decided_by_main, is_main_process
 from jaxfool.errors import ConfigError
 from jaxfool.presets import load_preset
 from jaxfool.report import write_sweep_report
@@ -163,7 +163,7 @@ def run_sweep(
         plans[key] = (lanes, make_plan(shard, len(lanes), lanes.engine.batch_size))
     spec = {"preset": base_preset, "grid": {k: [_plain(v) for v in vs] for k, vs in grid.items()},
             "overrides": {k: _plain(v) for k, v in overrides.items()}}
-    _claim_sweep_dir(out_dir, spec, overwrite)
+    decided_by_main(lambda: _claim_sweep_dir(out_dir, spec, overwrite))
     os.makedirs(os.path.join(out_dir, "points"), exist_ok=True)
     if is_main_process():
         with open(os.path.join(out_dir, "sweep.json"), "w") as f:

@@ -58,10 +58,7 @@ def test_many_devices_give_identical_archives(one_device, tmp_path, shard, devic
 
 @pytest.mark.slow
 def test_two_processes_give_identical_archives(one_device, tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    common = ["--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2"]
+    common = ["--distributed", "--coordinator", f"127.0.0.1:{_port()}", "--num-processes", "2"]
     procs = [_run(tmp_path, *common, "--process-id", str(i), devices=2) for i in (0, 1)]
     for p in procs:
         assert p.wait(600) == 0, p.stderr.read()
@@ -70,6 +67,32 @@ def test_two_processes_give_identical_archives(one_device, tmp_path):
     summary = json.load(open(tmp_path / "summary.json"))
     assert summary["device"]["processes"] == 2 and summary["device"]["count"] == 4
     _assert_same(one_device, tmp_path)
+
+
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["run.py", "sweep.py"])
+def test_every_process_refuses_a_taken_directory_in_one_line(tmp_path, script):
+    # Process 0 alone looks at the directory; the others must get its verdict (not hang in a
+    # collective after process 0 has stopped, nor race its check by creating folders first).
+    (tmp_path / "notes.txt").write_text("someone else's")
+    common = ["--distributed", "--coordinator", f"127.0.0.1:{_port()}", "--num-processes", "2"]
+    extra = ["--grid", "mutation_rate=0.1,0.2"] if script == "sweep.py" else []
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAXFOOL_CACHE": "off"}
+    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", script), *FLAGS, *extra, "--out", str(tmp_path),
+                               *common, "--process-id", str(i)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in (0, 1)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 2, err[-2000:]
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and "already holds files" in lines[0] and "Traceback" not in err, err[-2000:]
+    assert sorted(os.listdir(tmp_path)) == ["notes.txt"]  # nothing created, nothing removed
 
 
 def test_plans():
