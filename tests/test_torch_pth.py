@@ -6,9 +6,12 @@ The files are written here without torch: a pure-Python pickler emits the same G
 """
 
 import io
+import json
 import os
 import pickle
 import struct
+import subprocess
+import sys
 import zipfile
 from collections import OrderedDict
 
@@ -222,3 +225,103 @@ def test_not_a_pth(tmp_path):
     with pytest.raises(ClassifierError, match="truncated"):
         load_pth(truncated)
     assert os.path.exists(truncated)
+
+
+# --- Crafted files that once made the reader hang, exhaust memory or misread later files ---
+
+
+def _zip_of_pickle(path, pickle_bytes: bytes, storages: dict[str, bytes] | None = None, compress=zipfile.ZIP_STORED) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle_bytes)
+        for key, raw in (storages or {}).items():
+            z.writestr(f"archive/data/{key}", raw, compress_type=compress)
+
+
+def test_build_cannot_poison_the_stand_ins_for_later_loads(tmp_path):
+    # GLOBAL torch.FloatStorage, then BUILD {"dtype": int8} on it: would make every later
+    # FloatStorage read as int8 if the stand-ins were shared and accepted BUILD.
+    evil = b"\x80\x02ctorch\nFloatStorage\n}X\x05\x00\x00\x00dtypeX\x04\x00\x00\x00int8sb0}."
+    _zip_of_pickle(tmp_path / "evil.pth", evil)
+    with pytest.raises(ClassifierError, match="tries to change a StorageType"):
+        load_pth(tmp_path / "evil.pth")
+    state, storages, expected = _example()
+    write_zip(tmp_path / "good.pth", state, storages)
+    assert load_pth(tmp_path / "good.pth")["fc.weight"].dtype == np.float32
+    np.testing.assert_array_equal(load_pth(tmp_path / "good.pth")["fc.weight"], expected["fc.weight"])
+
+
+def test_a_huge_zero_stride_view_is_refused_and_a_small_broadcast_loads(tmp_path):
+    four = Storage("0", np.arange(4, dtype=np.float32))
+    write_zip(tmp_path / "huge.pth", {"w": Tensor(four, 0, (2**20, 2**20), (0, 0))}, [four])  # 16 TiB from ~400 bytes
+    with pytest.raises(ClassifierError, match=r"\(1099511627776 elements\) views a storage of 4"):
+        load_pth(tmp_path / "huge.pth")
+    write_zip(tmp_path / "small.pth", {"w": Tensor(four, 1, (1000, 3), (0, 1))}, [four])  # 3 000 elements from 4
+    np.testing.assert_array_equal(load_pth(tmp_path / "small.pth")["w"], np.broadcast_to(four.data[1:4], (1000, 3)))
+
+
+def test_many_views_of_one_storage_cannot_multiply_memory(tmp_path):
+    big = Storage("0", np.zeros(1 << 16, np.float32))  # 256 KiB, viewed whole by 2 000 tensors = 500 MiB
+    state = OrderedDict((f"w{i}", Tensor(big, 0, (1 << 16,), (1,))) for i in range(2000))
+    write_zip(tmp_path / "views.pth", state, [big])
+    with pytest.raises(ClassifierError, match="far more data than the file"):
+        load_pth(tmp_path / "views.pth")
+
+
+def test_a_compressed_member_claiming_more_than_the_archive_is_not_read(tmp_path):
+    weights = Storage("0", np.zeros(16 << 20, np.float32))  # 64 MiB of zeros deflate to ~64 KiB
+    _zip_of_pickle(tmp_path / "bomb.pth", _pickle({"w": Tensor(weights, 0, (16 << 20,), (1,))}, legacy=False),
+                   {"0": weights.data.tobytes()}, compress=zipfile.ZIP_DEFLATED)
+    assert os.path.getsize(tmp_path / "bomb.pth") < 1 << 20
+    with pytest.raises(ClassifierError, match="claims 67108864 bytes, more than the archive's"):
+        load_pth(tmp_path / "bomb.pth")
+
+
+def test_a_shared_dict_fanning_out_is_refused_quickly(tmp_path):
+    weights = Storage("0", np.zeros(2, np.float32))
+    node = {"w": Tensor(weights, 0, (2,), (1,))}
+    for _ in range(40):  # 2**40 paths through 40 dicts: the pickler writes each dict once
+        node = {"a": node, "b": node}
+    write_zip(tmp_path / "fan.pth", node, [weights])
+    assert os.path.getsize(tmp_path / "fan.pth") < 10_000
+    with pytest.raises(ClassifierError, match="more dict entries than the file can hold"):
+        load_pth(tmp_path / "fan.pth")
+
+
+def test_deep_nesting_is_one_line(tmp_path):
+    depth = 100_000  # built opcode by opcode: the pickler itself would recurse too deeply
+    deep = b"\x80\x02" + b"}X\x01\x00\x00\x00a" * depth + b"}" + b"s" * depth + b"."
+    _zip_of_pickle(tmp_path / "deep.pth", deep)
+    with pytest.raises(ClassifierError, match="dicts nested deeper than 64"):
+        load_pth(tmp_path / "deep.pth")
+
+
+def test_a_huge_memo_index_is_refused_before_unpickling(tmp_path):
+    # CPython's unpickler sizes its memo by the largest index: this 11-byte pickle takes 16 GiB.
+    _zip_of_pickle(tmp_path / "memo.pth", b"\x80\x02Nr\xff\xff\xff\x3f.")
+    with pytest.raises(ClassifierError, match="memo index 1073741823 out of order"):
+        load_pth(tmp_path / "memo.pth")
+
+
+def test_fuzzed_files_load_the_same_or_fail_in_one_line_within_time_and_memory(tmp_path):
+    """500 mutants of a small .pth and 20 of the shipped EfficientNet-Lite0 weights, loaded in a
+    process whose address space is capped at 1 GiB over its start (tests/pth_fuzz.py)."""
+    state, storages, _ = _example()
+    write_zip(tmp_path / "small.pth", state, storages)
+    from jaxfool.models.efficientnet_weights import weights_wheel
+
+    lite0 = weights_wheel("lite0")[0]
+    proc = subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), "pth_fuzz.py"), str(tmp_path / "small.pth"),
+                           lite0, "0", "500", "20"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 520 and {r["file"] for r in rows} == {"small.pth", os.path.basename(lite0)}
+    for r in rows:
+        assert r["seconds"] < 5 and r["peak_bytes"] < 1 << 30, r
+        assert r["outcome"] in ("same", "loaded", "error"), r
+        if r["outcome"] == "error":
+            assert "\n" not in r["message"] and "MemoryError" not in r["message"], r
+            assert r["message"].startswith(("cannot read ", "refusing to load ")) or r["message"].endswith("holds no tensors"), r
+        if r["file"] == "small.pth" and r["kind"].startswith("file-"):
+            assert r["outcome"] != "loaded", r  # the zip's checksums catch every changed byte that matters
+    outcomes = {r["outcome"] for r in rows}
+    assert {"same", "error"} <= outcomes  # the mutations reach both harmless and harmful bytes

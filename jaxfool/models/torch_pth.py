@@ -18,12 +18,25 @@ Two container formats exist:
 In both, a tensor is ``_rebuild_tensor_v2(storage, offset, size, stride, ...)``; offsets and
 strides count elements, and the element type comes from the storage's class
 (``torch.FloatStorage`` -> float32, ...).
+
+A small file must not be able to take much time or memory, so the limits come from the file:
+memo indexes must count up as picklers write them (checked on the opcodes before unpickling);
+no zip member may claim more bytes than the archive, nor a storage more than its member or the
+rest of a legacy file; a tensor may not hold more elements than the storage it views unless it
+is a broadcast of at most :data:`SMALL_BROADCAST` elements, and all tensors together at most a
+few times the file's bytes; dicts nest at most :data:`MAX_DEPTH` deep and are walked at most
+about once per file byte. Stand-ins are built afresh for each load and refuse ``BUILD``. Every
+failure is one :class:`~jaxfool.errors.ClassifierError` line naming the file
+(``tests/test_torch_pth.py`` crafts each attack and fuzzes 520 mutants).
 """
 
 from __future__ import annotations
 
+import io
+import math
 import os
 import pickle
+import pickletools
 import struct
 import zipfile
 from collections import OrderedDict
@@ -61,7 +74,15 @@ def _numpy_dtype(name: str) -> np.dtype:
     return np.dtype(name)
 
 
-class _StorageType:
+class _Frozen:
+    """Our stand-ins and the objects they build refuse pickle's ``BUILD`` (``__setstate__``), which
+    could otherwise overwrite their fields (a storage type's element type, a tensor's strides)."""
+
+    def __setstate__(self, state):
+        raise ClassifierError(f"the pickle tries to change a {type(self).__name__.strip('_')} (BUILD)")
+
+
+class _StorageType(_Frozen):
     """Stand-in for a torch storage class such as ``torch.FloatStorage``."""
 
     def __init__(self, name: str):
@@ -69,7 +90,7 @@ class _StorageType:
         self.dtype = _numpy_dtype(_STORAGE_DTYPES[name])
 
 
-class _Storage:
+class _Storage(_Frozen):
     """A storage named by a persistent id; its bytes are attached once they have been read."""
 
     def __init__(self, key: str, dtype: np.dtype, numel: int):
@@ -77,20 +98,30 @@ class _Storage:
         self.data: np.ndarray | None = None  # 1-D, ``numel`` elements
 
 
-class _StorageView:
+class _StorageView(_Frozen):
     """Legacy files may point a tensor at a window ``[offset, offset + size)`` of a storage."""
 
     def __init__(self, root: _Storage, offset: int, size: int):
         self.root, self.offset, self.size = root, offset, size
 
 
-class _Tensor:
+class _Tensor(_Frozen):
     """A tensor waiting for its storage's bytes: ``storage[offset :: strides]`` of shape ``size``."""
 
     def __init__(self, storage: Any, offset: int, size: tuple, stride: tuple):
         if not isinstance(storage, (_Storage, _StorageView)):
-            raise ClassifierError(f"malformed .pth: a tensor is built from a {type(storage).__name__}")
+            raise ClassifierError(f"a tensor is built from a {type(storage).__name__}")
         self.storage, self.offset, self.size, self.stride = storage, int(offset), tuple(size), tuple(stride)
+
+
+class _Call(_Frozen):
+    """A stand-in function (refusing ``BUILD`` too)."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args):
+        return self.fn(*args)
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
@@ -103,43 +134,71 @@ def _rebuild_parameter(data, *_ignored):
     return data
 
 
-# The only globals a pickle may name: (module, name) -> stand-in.
-_ALLOWED: dict[tuple[str, str], Any] = {
-    ("collections", "OrderedDict"): OrderedDict,
-    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
-    ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage"),
-}
+def _stand_ins() -> dict[tuple[str, str], Any]:
+    """The only globals a pickle may name: (module, name) -> stand-in; fresh for every load, so
+    nothing one file does to them can reach the next."""
+    return {
+        ("collections", "OrderedDict"): OrderedDict,
+        ("torch._utils", "_rebuild_tensor"): _Call(_rebuild_tensor),
+        ("torch._utils", "_rebuild_tensor_v2"): _Call(_rebuild_tensor),
+        ("torch._utils", "_rebuild_parameter"): _Call(_rebuild_parameter),
+        **{("torch", name): _StorageType(name) for name in _STORAGE_DTYPES},
+        ("torch.storage", "UntypedStorage"): _StorageType("UntypedStorage"),
+    }
+
+
+# Limits no real state dict comes near, each derived from the file where possible.
+MAX_DEPTH = 64  # nesting of dicts ({"state_dict": {...}} is 2)
+SMALL_BROADCAST = 1 << 20  # elements a tensor may hold beyond its storage (a stride-0 broadcast)
+_PUTS = {"PUT", "BINPUT", "LONG_BINPUT"}
+
+
+def _check_opcodes(buf: io.BytesIO) -> None:
+    """Walks one pickle's opcodes (without running them) from ``buf``'s position, which it
+    restores. Memo indexes must count up from 0 as picklers write them: CPython's unpickler
+    sizes its memo by the largest index, so a 10-byte pickle with ``LONG_BINPUT 2**30`` would
+    take 16 GiB."""
+    start, puts = buf.tell(), 0
+    try:
+        for opcode, arg, _pos in pickletools.genops(buf):
+            if opcode.name in _PUTS:
+                if not isinstance(arg, int) or arg > puts:
+                    raise ClassifierError(f"memo index {arg} out of order")
+                puts += 1
+            elif opcode.name == "MEMOIZE":
+                puts += 1
+    except ClassifierError:
+        raise
+    except Exception as e:  # truncated or unknown opcodes
+        raise ClassifierError(f"damaged pickle ({type(e).__name__}: {e})") from None
+    buf.seek(start)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only :data:`_ALLOWED` globals and torch's storage ids."""
+    """Unpickler that resolves only this load's stand-ins and torch's storage ids."""
 
-    def __init__(self, file, path: str, storages: dict[str, _Storage]):
+    def __init__(self, file, storages: dict[str, _Storage]):
         super().__init__(file)
-        self._path = path
         self._storages = storages
+        self._allowed = _stand_ins()
 
     def find_class(self, module: str, name: str):
         try:
-            return _ALLOWED[(module, name)]
+            return self._allowed[(module, name)]
         except KeyError:
-            raise ClassifierError(
-                f"refusing to load {self._path}: pickle calls {module}.{name} "
-                "(only tensors and storages are allowed)"
-            ) from None
+            raise _Refused(f"pickle calls {module}.{name} (only tensors and storages are allowed)") from None
 
     def persistent_load(self, pid):
         # ('storage', storage_type, key, location, numel[, view_metadata]) -- zip files omit the last.
         if not (isinstance(pid, tuple) and len(pid) in (5, 6) and pid[0] == "storage"):
-            raise ClassifierError(f"refusing to load {self._path}: unexpected persistent id {str(pid)[:80]}")
+            raise _Refused(f"unexpected persistent id of type {type(pid).__name__}")
         storage_type, key, _location, numel = pid[1:5]
         if not isinstance(storage_type, _StorageType):
-            raise ClassifierError(f"malformed .pth {self._path}: storage type {storage_type!r}")
+            raise ClassifierError(f"storage type {type(storage_type).__name__}")
         key = str(key)
         if key not in self._storages:
+            if int(numel) < 0:
+                raise ClassifierError(f"storage {key[:40]} has {int(numel)} elements")
             self._storages[key] = _Storage(key, storage_type.dtype, int(numel))
         storage = self._storages[key]
         view = pid[5] if len(pid) == 6 else None
@@ -151,115 +210,137 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return storage
 
 
-def _unpickle(file, path: str, storages: dict[str, _Storage]) -> Any:
-    try:
-        return _RestrictedUnpickler(file, path, storages).load()
-    except ClassifierError:
-        raise
-    except Exception as e:  # truncated or corrupt pickles raise many kinds of error
-        raise ClassifierError(f"cannot read {path}: corrupt pickle ({type(e).__name__}: {e})") from None
+class _Refused(ClassifierError):
+    """A pickle that asks for something outside the allow-list (reported as a refusal)."""
 
 
-def _plain_unpickle(file, path: str) -> Any:
-    """The small header pickles of legacy files hold numbers and dicts; still no globals."""
-    return _unpickle(file, path, {})
+def _unpickle(buf: io.BytesIO, storages: dict[str, _Storage]) -> Any:
+    _check_opcodes(buf)
+    return _RestrictedUnpickler(buf, storages).load()
 
 
-def _read_legacy(f, path: str) -> tuple[Any, dict[str, _Storage]]:
-    if _plain_unpickle(f, path) != LEGACY_MAGIC:
-        raise ClassifierError(f"cannot read {path}: not a PyTorch .pth file (bad magic number)")
-    protocol = _plain_unpickle(f, path)
+def _read_legacy(buf: io.BytesIO) -> Any:
+    if _unpickle(buf, {}) != LEGACY_MAGIC:
+        raise ClassifierError("not a PyTorch .pth file (bad magic number)")
+    protocol = _unpickle(buf, {})
     if protocol != 1001:
-        raise ClassifierError(f"cannot read {path}: unsupported .pth protocol version {protocol}")
-    sys_info = _plain_unpickle(f, path)
+        raise ClassifierError(f"unsupported .pth protocol version {protocol}")
+    sys_info = _unpickle(buf, {})
     little = not isinstance(sys_info, Mapping) or sys_info.get("little_endian", True)
     storages: dict[str, _Storage] = {}
-    obj = _unpickle(f, path, storages)
-    keys = _plain_unpickle(f, path)
+    obj = _unpickle(buf, storages)
+    keys = _unpickle(buf, {})
     for key in keys:
         storage = storages.get(str(key))
         if not isinstance(storage, _Storage):
-            raise ClassifierError(f"malformed .pth {path}: storage {key!r} is not referenced")
-        head = f.read(8)
+            raise ClassifierError(f"storage {str(key)[:40]} is not referenced")
+        head = buf.read(8)
         if len(head) != 8:
-            raise ClassifierError(f"cannot read {path}: truncated before storage {key}")
+            raise ClassifierError(f"truncated before storage {key}")
         (numel,) = struct.unpack("<q", head)
         if numel != storage.numel:
-            raise ClassifierError(
-                f"malformed .pth {path}: storage {key} has {numel} elements, expected {storage.numel}"
-            )
+            raise ClassifierError(f"storage {key} has {numel} elements, expected {storage.numel}")
         nbytes = numel * storage.dtype.itemsize
-        raw = f.read(nbytes)
+        raw = buf.read(nbytes)
         if len(raw) != nbytes:
-            raise ClassifierError(f"cannot read {path}: truncated inside storage {key}")
+            raise ClassifierError(f"truncated inside storage {key}")
         dtype = storage.dtype if little else storage.dtype.newbyteorder(">")
         storage.data = np.frombuffer(raw, dtype).astype(storage.dtype, copy=False)
-    return obj, storages
+    return obj
 
 
-def _read_zip(path: str) -> tuple[Any, dict[str, _Storage]]:
-    try:
-        with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-            pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
-            if len(pickles) != 1:
-                raise ClassifierError(f"cannot read {path}: zip has no single <prefix>/data.pkl")
-            prefix = pickles[0][: -len("data.pkl")]
-            little = True
-            if prefix + "byteorder" in names:
-                little = z.read(prefix + "byteorder").strip() != b"big"
-            storages: dict[str, _Storage] = {}
-            with z.open(pickles[0]) as f:
-                obj = _unpickle(f, path, storages)
-            for key, storage in storages.items():
-                if not isinstance(storage, _Storage):
-                    continue
-                record = f"{prefix}data/{key}"
-                if record not in names:
-                    raise ClassifierError(f"malformed .pth {path}: storage file {record} missing")
-                raw = z.read(record)
-                nbytes = storage.numel * storage.dtype.itemsize
-                if len(raw) < nbytes:
-                    raise ClassifierError(f"malformed .pth {path}: storage {key} is short")
-                dtype = storage.dtype if little else storage.dtype.newbyteorder(">")
-                storage.data = np.frombuffer(raw[:nbytes], dtype).astype(storage.dtype, copy=False)
-    except zipfile.BadZipFile as e:
-        raise ClassifierError(f"cannot read {path}: {e}") from None
-    return obj, storages
+def _read_member(z: zipfile.ZipFile, name: str, archive_bytes: int) -> bytes:
+    """A zip member, refused if it claims more bytes than the whole archive (a zip bomb)."""
+    info = z.getinfo(name)
+    if info.file_size > archive_bytes:
+        raise ClassifierError(f"zip member {name[:60]} claims {info.file_size} bytes, more than the archive's {archive_bytes}")
+    return z.read(info)
 
 
-def _materialise(t: _Tensor, path: str) -> np.ndarray:
-    """Copies ``t`` out of its storage, checking every element it touches lies inside it."""
+def _read_zip(path: str, archive_bytes: int) -> Any:
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+        pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
+        if len(pickles) != 1:
+            raise ClassifierError("zip has no single <prefix>/data.pkl")
+        prefix = pickles[0][: -len("data.pkl")]
+        little = True
+        if prefix + "byteorder" in names:
+            little = _read_member(z, prefix + "byteorder", archive_bytes).strip() != b"big"
+        storages: dict[str, _Storage] = {}
+        obj = _unpickle(io.BytesIO(_read_member(z, pickles[0], archive_bytes)), storages)
+        for key, storage in storages.items():
+            if not isinstance(storage, _Storage):
+                continue
+            record = f"{prefix}data/{key}"
+            if record not in names:
+                raise ClassifierError(f"storage file {record[:60]} missing")
+            nbytes = storage.numel * storage.dtype.itemsize
+            if nbytes > z.getinfo(record).file_size:
+                raise ClassifierError(f"storage {key[:40]} claims {nbytes} bytes, its file holds {z.getinfo(record).file_size}")
+            raw = _read_member(z, record, archive_bytes)
+            dtype = storage.dtype if little else storage.dtype.newbyteorder(">")
+            storage.data = np.frombuffer(raw[:nbytes], dtype).astype(storage.dtype, copy=False)
+    return obj
+
+
+class _Budget:
+    """What flattening may still produce: elements (shared with tied weights and broadcasts,
+    bounded by a few times the file's own storage bytes) and dict entries visited."""
+
+    def __init__(self, file_bytes: int):
+        self.bytes = 4 * file_bytes + 8 * SMALL_BROADCAST
+        self.entries = max(10_000, file_bytes)
+
+    def spend_bytes(self, n: int) -> None:
+        self.bytes -= n
+        if self.bytes < 0:
+            raise ClassifierError("its tensors hold far more data than the file (overlapping or broadcast views)")
+
+    def spend_entry(self) -> None:
+        self.entries -= 1
+        if self.entries < 0:
+            raise ClassifierError("more dict entries than the file can hold (a shared dict referenced many times)")
+
+
+def _materialise(t: _Tensor, budget: _Budget) -> np.ndarray:
+    """Copies ``t`` out of its storage, checking every element it touches lies inside it and
+    that it holds no more elements than its storage (save a small broadcast)."""
     storage, base = t.storage, 0
     if isinstance(storage, _StorageView):
         storage, base, limit = storage.root, storage.offset, storage.size
-    elif isinstance(storage, _Storage):
-        limit = storage.numel
     else:
-        raise ClassifierError(f"malformed .pth {path}: a tensor is built from {type(storage).__name__}")
+        limit = storage.numel
     if not isinstance(storage, _Storage) or storage.data is None:
-        raise ClassifierError(f"malformed .pth {path}: storage {storage.key} has no data")
-    if len(t.size) != len(t.stride) or any(int(n) < 0 for n in t.size) or any(int(s) < 0 for s in t.stride):
-        raise ClassifierError(f"malformed .pth {path}: tensor size {t.size} / stride {t.stride}")
+        raise ClassifierError(f"storage {getattr(storage, 'key', '?')} has no data")
+    if len(t.size) != len(t.stride) or len(t.size) > MAX_DEPTH or any(int(n) < 0 for n in t.size) or any(int(s) < 0 for s in t.stride):
+        raise ClassifierError(f"tensor size {str(t.size)[:60]} / stride {str(t.stride)[:60]}")
     shape = tuple(int(n) for n in t.size)
-    if 0 in shape:
+    numel = math.prod(shape)
+    if numel > max(limit, SMALL_BROADCAST):
+        raise ClassifierError(f"a tensor of shape {shape} ({numel} elements) views a storage of {limit}")
+    budget.spend_bytes(numel * storage.dtype.itemsize)
+    if numel == 0:
         return np.zeros(shape, storage.dtype)
     last = t.offset + sum((n - 1) * int(s) for n, s in zip(shape, t.stride))
     # An out-of-range offset or stride would make as_strided read foreign memory.
-    if t.offset < 0 or last >= limit or base + limit > storage.data.size:
-        raise ClassifierError(f"malformed .pth {path}: tensor reaches past its storage {storage.key}")
+    if t.offset < 0 or base < 0 or last >= limit or base + limit > storage.data.size:
+        raise ClassifierError(f"tensor reaches past its storage {storage.key}")
     flat = storage.data[base + t.offset :]
     item = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(flat, shape, tuple(int(s) * item for s in t.stride), writeable=False)
     return np.array(view, order="C")  # C-order copy, independent of the file's buffer
 
 
-def _flatten(obj: Any, path: str, prefix: str, out: dict[str, np.ndarray]) -> None:
+def _flatten(obj: Any, prefix: str, out: dict[str, np.ndarray], budget: _Budget, depth: int = 0) -> None:
     if isinstance(obj, _Tensor):
-        out[prefix] = _materialise(obj, path)
+        out[prefix] = _materialise(obj, budget)
     elif isinstance(obj, Mapping):
+        if depth >= MAX_DEPTH:
+            raise ClassifierError(f"dicts nested deeper than {MAX_DEPTH}")
         for k, v in obj.items():
-            _flatten(v, path, f"{prefix}.{k}" if prefix else str(k), out)
+            budget.spend_entry()
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out, budget, depth + 1)
     # numbers, strings, ... (e.g. a checkpoint's "epoch") are not parameters: skipped
 
 
@@ -277,16 +358,26 @@ def load_pth(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ClassifierError(f"PyTorch weights file {path} not found")
-    if zipfile.is_zipfile(path):
-        obj, _ = _read_zip(path)
-    else:
-        with open(path, "rb") as f:
-            obj, _ = _read_legacy(f, path)
-    out: dict[str, np.ndarray] = {}
     try:
-        _flatten(obj, path, "", out)
-    except (TypeError, ValueError, AttributeError, OverflowError) as e:
-        raise ClassifierError(f"malformed .pth {path}: {type(e).__name__}: {e}") from None
+        size = os.path.getsize(path)
+        if zipfile.is_zipfile(path):
+            obj = _read_zip(path, size)
+        else:
+            with open(path, "rb") as f:
+                obj = _read_legacy(io.BytesIO(f.read()))
+        out: dict[str, np.ndarray] = {}
+        _flatten(obj, "", out, _Budget(size))
+    except _Refused as e:
+        raise ClassifierError(f"refusing to load {path}: {e}") from None
+    except ClassifierError as e:
+        raise ClassifierError(f"cannot read {path}: {_one_line(str(e))}") from None
+    except Exception as e:  # a damaged file can fail in many ways deep inside pickle, zipfile or numpy
+        raise ClassifierError(f"cannot read {path}: damaged .pth ({type(e).__name__}: {_one_line(str(e))})") from None
     if not out:
         raise ClassifierError(f"{path} holds no tensors")
     return out
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
