@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import re
 import sys
 from typing import Any
 
@@ -26,7 +28,9 @@ CHECKSUM = "sha256"  # key of the checksum in the host data
 def _manager(directory: str, create: bool = True):
     import orbax.checkpoint as ocp  # imported on first use: it is slow to import
 
-    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=create, enable_async_checkpointing=False)
+    # A save that failed (disk full) leaves a temporary directory: the next save removes it.
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=create, enable_async_checkpointing=False,
+                                           cleanup_tmp_directories=create)
     return ocp.CheckpointManager(os.path.abspath(directory), options=options)
 
 
@@ -60,9 +64,27 @@ def save_checkpoint(directory: str, step: int, state: Any, host: dict) -> None:
     manager = _manager(directory)
     if step in manager.all_steps():
         return
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)))
-    manager.wait_until_finished()
-    manager.close()
+    absl, unraisable = logging.getLogger("absl"), sys.unraisablehook
+    level = absl.level
+    # When a write fails, orbax's writer threads log it with a traceback and tensorstore's
+    # callbacks print one more for orbax's closed event loop: the caller reports it in one line.
+    absl.setLevel(logging.CRITICAL)
+    sys.unraisablehook = lambda unraisable: None
+    try:
+        manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)))
+        manager.wait_until_finished()
+    except Exception as e:
+        # tensorstore reports a full disk as ValueError("RESOURCE_EXHAUSTED: ... [os_error_code='28']"):
+        # an OSError again, for the caller to report in one line (the temporary directory is
+        # never renamed into a checkpoint, so the previous one stays the newest).
+        code = re.search(r"os_error_code='(\d+)'", str(e))
+        if isinstance(e, OSError) or not code:
+            raise
+        raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), f"checkpoint {step} in {directory}") from None
+    finally:
+        absl.setLevel(level)
+        sys.unraisablehook = unraisable
+        manager.close()
 
 
 def all_steps(directory: str) -> list[int]:

@@ -8,7 +8,7 @@ that line and exit with status 2 instead of showing a traceback from deep inside
 
 from jaxfool.config import ConfigError, JaxfoolError
 
-__all__ = ["JaxfoolError", "ConfigError", "DataError", "ClassifierError", "CheckpointError"]
+__all__ = ["JaxfoolError", "ConfigError", "DataError", "ClassifierError", "CheckpointError", "OutputError"]
 
 
 class DataError(JaxfoolError):
@@ -21,3 +21,7 @@ class ClassifierError(JaxfoolError):
 
 class CheckpointError(JaxfoolError):
     """A run directory cannot be resumed."""
+
+
+class OutputError(JaxfoolError):
+    """The output directory cannot be written (read-only, no permission, disk full)."""

@@ -15,18 +15,21 @@ writers attached, and resume. A run directory holds::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from jaxfool import checkpointing
 from jaxfool.config import RunConfig
 from jaxfool.distributed import decided_by_main, is_main_process, make_plan
-from jaxfool.errors import CheckpointError, ConfigError
+from jaxfool.errors import CheckpointError, ConfigError, OutputError
 from jaxfool.evolution import Lanes, evolve
 from jaxfool.experiment import Experiment, build_experiment
+from jaxfool.tables import write_json
 from jaxfool.writers import Checkpoints, MetricsLog, Outputs, ProgressBar, TensorBoard
 
 
@@ -82,6 +85,30 @@ def claim_run_dir(out_dir: str, overwrite: bool = False) -> None:
     remove_entries(out_dir, lambda name: name in RUN_FILES or (name.startswith("elites-") and name.endswith(".png")))
 
 
+def check_writable(out_dir: str) -> None:
+    """``out_dir`` (created if missing) must take a file: a probe is written and removed, since
+    root passes every permission check but not a read-only filesystem."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".jaxfool-probe-", dir=out_dir)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise OutputError(f"cannot write to {out_dir} ({e.strerror or e}); choose a writable --out") from None
+
+
+@contextlib.contextmanager
+def output_errors(out_dir: str, how_to_continue: str) -> Iterator[None]:
+    """Turns a failed write (disk full, a directory gone read-only) into one line: what failed
+    where, and ``how_to_continue``. Checkpoints are written atomically, so the newest complete
+    one is intact."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"{e.strerror or e} ({e.filename or 'in ' + out_dir}); the newest complete checkpoint is kept: free some space "
+                          f"(or fix the directory), then {how_to_continue}") from None
+
+
 def restorer(ckpt_dir: str, resume: bool):
     """The ``resume`` hook of :func:`evolve`: the newest checkpoint in ``ckpt_dir`` when
     resuming and one exists, else nothing (a run killed before its first checkpoint restarts)."""
@@ -127,12 +154,16 @@ def run(
     exp = exp if isinstance(exp, Experiment) else build_experiment(exp)
     lanes = Lanes.of([exp])
     plan = make_plan(shard, len(lanes), exp.engine.batch_size)
-    if not resume:
-        decided_by_main(lambda: claim_run_dir(out_dir, overwrite))
+
+    def claim() -> None:
+        if not resume:
+            claim_run_dir(out_dir, overwrite)
+        check_writable(out_dir)
+
+    decided_by_main(claim)
     os.makedirs(out_dir, exist_ok=True)
     if is_main_process() and not resume:
-        with open(os.path.join(out_dir, "config.json"), "w") as f:
-            json.dump(exp.config.to_dict(), f, indent=2)
+        write_json(os.path.join(out_dir, "config.json"), exp.config.to_dict())
     ckpt_dir = os.path.join(out_dir, "checkpoints")
     outputs = Outputs(out_dir, exp, lanes.lanes_of(0))
     observers = [MetricsLog(os.path.join(out_dir, "metrics.jsonl"), exp, lanes.lanes_of(0)),
@@ -141,5 +172,6 @@ def run(
         observers.append(TensorBoard(out_dir, exp, lanes.lanes_of(0)))
     if progress_bar:
         observers.append(ProgressBar(exp.config.generations, len(exp.cells), exp.config.threshold))
-    evolve(lanes, observers, plan=plan, resume=restorer(ckpt_dir, resume), time_limit=time_limit, max_chunks=max_chunks)
+    with output_errors(out_dir, f"continue with --resume {out_dir}"):
+        evolve(lanes, observers, plan=plan, resume=restorer(ckpt_dir, resume), time_limit=time_limit, max_chunks=max_chunks)
     return outputs.summary

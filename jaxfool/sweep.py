@@ -34,7 +34,7 @@ from jaxfool.distributed import decided_by_main, is_main_process
 from jaxfool.errors import ConfigError
 from jaxfool.presets import load_preset
 from jaxfool.report import write_sweep_report
-from jaxfool.tables import median_or_none, write_csv
+from jaxfool.tables import median_or_none, write_csv, write_json
 
 
 def parse_grid(specs: list[str]) -> dict[str, list[Any]]:
@@ -144,7 +144,7 @@ def run_sweep(
     from jaxfool.distributed import make_plan
     from jaxfool.evolution import Lanes, evolve
     from jaxfool.experiment import build_experiment
-    from jaxfool.runner import restorer
+    from jaxfool.runner import check_writable, output_errors, restorer
     from jaxfool.writers import Checkpoints, MetricsLog, Outputs, ProgressBar, TensorBoard
 
     overrides = overrides or {}
@@ -163,54 +163,56 @@ def run_sweep(
         plans[key] = (lanes, make_plan(shard, len(lanes), lanes.engine.batch_size))
     spec = {"preset": base_preset, "grid": {k: [_plain(v) for v in vs] for k, vs in grid.items()},
             "overrides": {k: _plain(v) for k, v in overrides.items()}}
-    decided_by_main(lambda: _claim_sweep_dir(out_dir, spec, overwrite))
+    def claim() -> None:
+        _claim_sweep_dir(out_dir, spec, overwrite)
+        check_writable(out_dir)
+
+    decided_by_main(claim)
+    if is_main_process():  # first: a sweep killed right after must still be recognised as itself
+        write_json(os.path.join(out_dir, "sweep.json"), spec)
     os.makedirs(os.path.join(out_dir, "points"), exist_ok=True)
-    if is_main_process():
-        with open(os.path.join(out_dir, "sweep.json"), "w") as f:
-            json.dump(spec, f, indent=2)
-    summaries: dict[int, dict] = {}
-    for g, (key, members) in enumerate(groups.items()):
-        lanes, plan = plans[key]
-        dirs = [os.path.join(out_dir, "points", names[i]) for i in members]
-        label = f"[group {g + 1}/{len(groups)}]"
-        if all(os.path.exists(os.path.join(d, "summary.json")) for d in dirs):
-            for i, d in zip(members, dirs):
-                log(f"{label} {names[i]}: done, skipped")
-                with open(os.path.join(d, "summary.json")) as f:
-                    summaries[i] = json.load(f)
-            continue
-        group_dir = os.path.join(out_dir, "groups", group_name([names[i] for i in members]))
-        ckpt_dir = os.path.join(group_dir, "checkpoints")
-        if is_main_process():
-            os.makedirs(group_dir, exist_ok=True)
-            with open(os.path.join(group_dir, "points.json"), "w") as f:
-                json.dump([names[i] for i in members], f)
-        resuming = checkpointing.latest_step(ckpt_dir) is not None
-        log(f"{label} {'resuming' if resuming else 'running'} {len(members)} point(s) x {configs[members[0]].seeds} seeds "
-            f"= {len(lanes)} lanes in one program: {', '.join(names[i] for i in members)}")
-        observers: list = []
-        outputs = []
-        for n, (i, d) in enumerate(zip(members, dirs)):
-            os.makedirs(d, exist_ok=True)
+    with output_errors(out_dir, "run the same sweep command again to continue"):
+        summaries: dict[int, dict] = {}
+        for g, (key, members) in enumerate(groups.items()):
+            lanes, plan = plans[key]
+            dirs = [os.path.join(out_dir, "points", names[i]) for i in members]
+            label = f"[group {g + 1}/{len(groups)}]"
+            if all(os.path.exists(os.path.join(d, "summary.json")) for d in dirs):
+                for i, d in zip(members, dirs):
+                    log(f"{label} {names[i]}: done, skipped")
+                    with open(os.path.join(d, "summary.json")) as f:
+                        summaries[i] = json.load(f)
+                continue
+            group_dir = os.path.join(out_dir, "groups", group_name([names[i] for i in members]))
+            ckpt_dir = os.path.join(group_dir, "checkpoints")
             if is_main_process():
-                with open(os.path.join(d, "config.json"), "w") as f:
-                    json.dump(configs[i].to_dict(), f, indent=2)
-            observers.append(MetricsLog(os.path.join(d, "metrics.jsonl"), experiments[i], lanes.lanes_of(n)))
-            outputs.append(Outputs(d, experiments[i], lanes.lanes_of(n)))
-            if configs[i].tensorboard:
-                observers.append(TensorBoard(d, experiments[i], lanes.lanes_of(n)))
-        every = min((configs[i].checkpoint_every for i in members if configs[i].checkpoint_every), default=0)
-        observers.append(Checkpoints(ckpt_dir, every))
-        observers.extend(outputs)
-        if progress_bar:
-            first = configs[members[0]]
-            observers.append(ProgressBar(max(configs[i].generations for i in members), len(experiments[members[0]].cells), first.threshold))
-        evolve(lanes, observers, plan=plan, resume=restorer(ckpt_dir, resuming))
-        for i, o in zip(members, outputs):
-            summaries[i] = o.summary
-    rows = [summary_row(p, summaries[i]) for i, p in enumerate(grid_points)]
-    if is_main_process():
-        write_results(out_dir, rows, [os.path.join("points", n) for n in names])
+                os.makedirs(group_dir, exist_ok=True)
+                write_json(os.path.join(group_dir, "points.json"), [names[i] for i in members], indent=None)
+            resuming = checkpointing.latest_step(ckpt_dir) is not None
+            log(f"{label} {'resuming' if resuming else 'running'} {len(members)} point(s) x {configs[members[0]].seeds} seeds "
+                f"= {len(lanes)} lanes in one program: {', '.join(names[i] for i in members)}")
+            observers: list = []
+            outputs = []
+            for n, (i, d) in enumerate(zip(members, dirs)):
+                os.makedirs(d, exist_ok=True)
+                if is_main_process():
+                    write_json(os.path.join(d, "config.json"), configs[i].to_dict())
+                observers.append(MetricsLog(os.path.join(d, "metrics.jsonl"), experiments[i], lanes.lanes_of(n)))
+                outputs.append(Outputs(d, experiments[i], lanes.lanes_of(n)))
+                if configs[i].tensorboard:
+                    observers.append(TensorBoard(d, experiments[i], lanes.lanes_of(n)))
+            every = min((configs[i].checkpoint_every for i in members if configs[i].checkpoint_every), default=0)
+            observers.append(Checkpoints(ckpt_dir, every))
+            observers.extend(outputs)
+            if progress_bar:
+                first = configs[members[0]]
+                observers.append(ProgressBar(max(configs[i].generations for i in members), len(experiments[members[0]].cells), first.threshold))
+            evolve(lanes, observers, plan=plan, resume=restorer(ckpt_dir, resuming))
+            for i, o in zip(members, outputs):
+                summaries[i] = o.summary
+        rows = [summary_row(p, summaries[i]) for i, p in enumerate(grid_points)]
+        if is_main_process():
+            write_results(out_dir, rows, [os.path.join("points", n) for n in names])
     return rows
 
 

@@ -1,8 +1,9 @@
-"""Rows of results (one per sweep point, one per retraining iteration): medians and CSV files."""
+"""Rows of results (one per sweep point, one per retraining iteration): medians, CSV and JSON files."""
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 from typing import Any
 
@@ -27,4 +28,13 @@ def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def write_json(path: str, value: Any, indent: int | None = 2) -> None:
+    """``value`` as a JSON file, written atomically: a run killed meanwhile leaves the old file
+    or the new one, never a torn one that would stop ``--resume``."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=indent)
     os.replace(tmp, path)

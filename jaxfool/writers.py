@@ -23,6 +23,7 @@ from jaxfool.evolution import Result
 from jaxfool.experiment import Experiment
 from jaxfool.report import write_report
 from jaxfool.summary import summarize
+from jaxfool.tables import write_json
 
 FULL_CELLS = 100  # archives up to this size log every cell; bigger ones log quantiles
 
@@ -273,8 +274,7 @@ def write_outputs(exp: Experiment, result: Result, lanes: slice, out_dir: str) -
         pictures.progress_plot(
             os.path.join(out_dir, "progress.png"), gens, values, exp.cell_names if per_cell else None, title=title
         )
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    write_json(os.path.join(out_dir, "summary.json"), summary)
     write_report(out_dir)
     return summary
 
@@ -288,8 +288,7 @@ def write_run(out_dir: str, exp: Experiment, result: Result, history, overwrite:
     claim_run_dir(out_dir, overwrite)
     lanes = result.lanes.lanes_of(result.lanes.experiments.index(exp))
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, "config.json"), "w") as f:
-        json.dump(exp.config.to_dict(), f, indent=2)
+    write_json(os.path.join(out_dir, "config.json"), exp.config.to_dict())
     with open(os.path.join(out_dir, "metrics.jsonl"), "w") as f:
         f.writelines(metrics_lines(exp, history.steps, [g[lanes] for g in history.generations],
                                    [x[lanes] for x in history.fitness]))

@@ -42,3 +42,34 @@ def run_script(
         [sys.executable, os.path.join(ROOT, folder, name), *args],
         capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})},
     )
+
+
+def run_and_kill(name: str, args: list[str], marker: str, delay: float | None, checkpoints_glob: tuple[str, str] | None = None,
+                 at_step: int = 0) -> tuple[int, str, float]:
+    """Starts ``scripts/<name> args`` and kills it with SIGKILL ``delay`` seconds after ``marker``
+    (a file the script writes first) appears, or, with ``delay=None``, once a checkpoint of step
+    >= ``at_step`` exists under ``checkpoints_glob`` = (folder, glob pattern). Returns the exit
+    code, stderr and the seconds from the marker to the exit (the whole run's span when the
+    script finished first)."""
+    import glob
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", name), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not os.path.exists(marker) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.002)
+    start = time.time()
+    while proc.poll() is None and time.time() < deadline:
+        if delay is not None and time.time() - start >= delay:
+            proc.send_signal(signal.SIGKILL)
+            break
+        if delay is None:  # checkpoint folders only: orbax's own listing races the writer
+            steps = [int(os.path.basename(p)) for p in glob.glob(os.path.join(*checkpoints_glob)) if os.path.basename(p).isdigit()]
+            if steps and max(steps) >= at_step:
+                proc.send_signal(signal.SIGKILL)
+                break
+        time.sleep(0.002)
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err, time.time() - start

@@ -4,7 +4,11 @@ Each ends in one line naming the file or flag and what to do (exit status 2), wi
 already on disk changed, or in a result for every class.
 """
 
+import errno
+import json
 import os
+import shutil
+import subprocess
 
 import jax
 import jax.numpy as jnp
@@ -12,7 +16,7 @@ import numpy as np
 import pytest
 
 import jaxfool
-from conftest import run_script
+from conftest import ROOT, run_script
 
 QUICK = ["--generations", "2", "--quiet"]
 
@@ -221,3 +225,154 @@ def test_no_usable_checkpoint_is_one_line(tmp_path):
         _mangle_host(out / "checkpoints" / step)
     proc = run_script("run.py", "--resume", str(out), "--generations", "30", "--quiet")
     _one_line_error(proc, f"error: no usable checkpoint in {out / 'checkpoints'}")
+
+
+# --- Full disk and unwritable outputs ---------------------------------------------------------
+
+ENOSPC_LINE = "No space left on device"
+
+
+def _enospc_on_files(real):
+    def save(self, fp, *args, **kwargs):
+        if isinstance(fp, (str, os.PathLike)):  # files on disk fail; in-memory buffers (report.html) work
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(fp))
+        return real(self, fp, *args, **kwargs)
+
+    return save
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_writing_pictures_is_one_line_and_resume_finishes(uninterrupted_state, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from jaxfool.errors import OutputError
+    from jaxfool.presets import load_preset
+    from jaxfool.runner import resume_config, run
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(Image.Image, "save", _enospc_on_files(Image.Image.save))
+    with pytest.raises(OutputError) as e:
+        run(load_preset("mnist-direct", **CKPT), str(out), progress_bar=False)
+    message = str(e.value)
+    assert message.startswith(ENOSPC_LINE) and str(out / "elites") in message and f"--resume {out}" in message
+    assert "\n" not in message and not (out / "summary.json").exists()
+    monkeypatch.undo()  # space freed
+    assert checkpointing_steps(out) == [30, 40]  # the final checkpoint was complete before the pictures
+    run(resume_config(str(out)), str(out), resume=True, progress_bar=False)
+    assert (out / "summary.json").exists() and (out / "elites.png").exists()
+    _assert_final_equals(out, uninterrupted_state)
+
+
+@pytest.mark.slow
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(uninterrupted_state, tmp_path, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    from jaxfool.errors import OutputError
+    from jaxfool.presets import load_preset
+    from jaxfool.runner import resume_config, run
+
+    out = tmp_path / "run"
+    real = ocp.CheckpointManager.save
+
+    def save(self, step, *args, **kwargs):
+        if step == 30:  # what tensorstore raises when the disk fills, after writing part of it
+            (out / "checkpoints" / "30.orbax-checkpoint-tmp").mkdir()
+            raise ValueError(f"RESOURCE_EXHAUSTED: Error writing local file \"{out}/checkpoints/30.orbax-checkpoint-tmp/"
+                             f"_sharding\": Failed to write 785 bytes to file 14: {ENOSPC_LINE} [os_error_code='28']")
+        return real(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", save)
+    with pytest.raises(OutputError) as e:
+        run(load_preset("mnist-direct", **CKPT), str(out), progress_bar=False)
+    assert str(e.value).startswith(f"{ENOSPC_LINE} (checkpoint 30 in {out / 'checkpoints'})") and f"--resume {out}" in str(e.value)
+    monkeypatch.undo()
+    assert checkpointing_steps(out) == [10, 20]
+    run(resume_config(str(out)), str(out), resume=True, progress_bar=False)
+    assert sorted(os.listdir(out / "checkpoints")) == ["30", "40"]  # the failed save's leftovers are gone
+    _assert_final_equals(out, uninterrupted_state)
+
+
+def checkpointing_steps(out):
+    from jaxfool import checkpointing
+
+    return checkpointing.all_steps(str(out / "checkpoints"))
+
+
+def _assert_final_equals(out, uninterrupted_state):
+    step, state, host = _final(out)
+    want_step, want_state, want_host = uninterrupted_state
+    assert step == want_step and host["reached"] == want_host["reached"]
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(want_state)):
+        np.testing.assert_array_equal(a, b)
+    metrics = (out / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["generation"] for line in metrics] == list(range(41))  # no line lost or repeated
+
+
+def test_an_unwritable_out_is_one_line_and_changes_nothing(tmp_path, monkeypatch):
+    import tempfile
+
+    from jaxfool.errors import OutputError
+    from jaxfool.presets import load_preset
+    from jaxfool.runner import run
+
+    def refuse(*args, **kwargs):  # what a read-only filesystem answers, even to root
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    out = tmp_path / "ro"
+    out.mkdir()
+    with pytest.raises(OutputError, match=rf"^cannot write to {out} \(Read-only file system\); choose a writable --out$"):
+        run(load_preset("mnist-direct", generations=2), str(out), progress_bar=False)
+    assert os.listdir(out) == []
+
+
+def _namespaces_work() -> bool:
+    probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"],
+                           capture_output=True) if shutil.which("unshare") else None
+    return probe is not None and probe.returncode == 0
+
+
+FILESYSTEM_SCRIPT = r"""
+set -u
+D="$1"; SAVE="$2"; mkdir -p "$D"; mount -t tmpfs -o size=4m tmpfs "$D"
+run() { python scripts/run.py --quiet "$@" > "$SAVE/$step.out" 2> "$SAVE/$step.err"; echo $? > "$SAVE/$step.rc"; }
+step=first;   run --preset mnist-direct --batch 50 --generations 20 --chunk 10 --checkpoint-every 10 --no-stop-when-fooled --out "$D/run"
+fill() { avail=$(df -k --output=avail "$D" | tail -1); dd if=/dev/zero of="$D/filler" bs=1k count=$((avail - $1)) 2>/dev/null; }
+fill 24;      step=ckpt;     run --resume "$D/run" --generations 30
+ls "$D/run/checkpoints" > "$SAVE/ckpt.ls"
+rm -r "$D/filler" "$D/run/elites" "$D/run/elites.png" "$D/run/progress.png" "$D/run/report.html"
+fill 160;     step=pictures; run --resume "$D/run" --generations 30
+ls "$D/run/checkpoints" > "$SAVE/pictures.ls"
+rm "$D/filler"; step=freed; run --resume "$D/run" --generations 40
+cp -r "$D/run" "$SAVE/run"
+mkdir -p "$D/ro"; mount -o remount,ro "$D"; step=readonly; run --generations 2 --out "$D/ro"
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _namespaces_work(), reason="no user namespaces here to mount a tiny filesystem")
+def test_a_real_full_and_read_only_filesystem(uninterrupted_state, tmp_path, mnist_dir):
+    """A 4 MiB tmpfs in a mount namespace: filled up while checkpointing, then while writing the
+    pictures; freed, the run resumes to the uninterrupted result; remounted read-only, refused."""
+    script = tmp_path / "fs.sh"
+    script.write_text(FILESYSTEM_SCRIPT)
+    save = tmp_path / "save"
+    save.mkdir()
+    env = {**os.environ, "JAXFOOL_DATA": mnist_dir, "JAXFOOL_CACHE": "off"}
+    proc = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "bash", str(script), str(tmp_path / "mnt"), str(save)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    def outcome(step):
+        return int((save / f"{step}.rc").read_text()), (save / f"{step}.err").read_text()
+
+    assert outcome("first")[0] == 0
+    for step, complete in (("ckpt", ["10", "20"]), ("pictures", ["20", "30"])):
+        rc, err = outcome(step)
+        assert rc == 2 and "Traceback" not in err, err[-2000:]
+        assert err.strip().splitlines()[-1].startswith(f"error: {ENOSPC_LINE}"), err[-2000:]
+        assert [name for name in (save / f"{step}.ls").read_text().split() if name.isdigit()] == complete
+    assert outcome("freed")[0] == 0, outcome("freed")[1][-2000:]
+    _assert_final_equals(save / "run", uninterrupted_state)
+    rc, err = outcome("readonly")
+    assert rc == 2 and err.strip().splitlines()[-1].startswith("error: cannot write to") and "Read-only file system" in err, err

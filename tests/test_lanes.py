@@ -3,17 +3,17 @@
 import json
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_and_kill, run_script
 from jaxfool import checkpointing
 from jaxfool.errors import ConfigError
 from jaxfool.evolution import Lanes, evolve
@@ -131,24 +131,29 @@ def _like_for(names):
     return init_seeds(lanes.engine, lanes.params(), lanes.keys())
 
 
+@pytest.fixture(scope="module")
+def whole_sweep(tmp_path_factory):
+    """The uninterrupted sweep, and the seconds from its sweep.json to its exit."""
+    whole = tmp_path_factory.mktemp("whole")
+    code, err, span = run_and_kill("sweep.py", [*SWEEP, "--out", str(whole)], str(whole / "sweep.json"), delay=None,
+                                   checkpoints_glob=(str(whole), "groups", "*", "checkpoints", "*"), at_step=10**9)
+    assert code == 0, err
+    return whole, span
+
+
 @pytest.mark.slow
-def test_killed_sweep_resumes_bit_identical(tmp_path):
-    whole = tmp_path / "whole"
-    assert run_script("sweep.py", *SWEEP, "--out", str(whole)).returncode == 0
+@pytest.mark.parametrize("killer", [None, 1, 2])
+def test_killed_sweep_resumes_bit_identical(whole_sweep, tmp_path, killer):
+    """kill -9 in the middle of the first group (killer None) or at a moment drawn by the
+    killer's seed, then the same command again."""
+    whole, span = whole_sweep
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), *SWEEP, "--out", str(killed)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:  # kill -9 in the middle of the first group
-        steps = [int(p.name) for p in killed.glob("groups/*/checkpoints/*") if p.name.isdigit()]  # no orbax: it races the writer
-        if steps and max(steps) >= 10:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    assert proc.wait(60) == -signal.SIGKILL, "the sweep was not killed mid-way"
+    delay = None if killer is None else random.Random(killer).uniform(0, 0.95 * span)
+    code, err, _ = run_and_kill("sweep.py", [*SWEEP, "--out", str(killed)], str(killed / "sweep.json"), delay,
+                                checkpoints_glob=(str(killed), "groups", "*", "checkpoints", "*"), at_step=10)
+    assert code == -signal.SIGKILL, f"the sweep was not killed mid-way (exit {code}): {err[-2000:]}"
     again = run_script("sweep.py", *SWEEP, "--out", str(killed))
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "resuming" in again.stdout
     a, b = _group_states(whole), _group_states(killed)
     assert a.keys() == b.keys() and len(a) == 2
     for group in a:

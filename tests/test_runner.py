@@ -1,6 +1,7 @@
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_and_kill, run_script
 from jaxfool import checkpointing, pictures
 from jaxfool.errors import CheckpointError, ConfigError
 from jaxfool.experiment import build_experiment
@@ -103,10 +104,25 @@ def uninterrupted(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def run_span(tmp_path_factory):
+    """Seconds from a run's config.json to its exit, uninterrupted: the window the killer aims at."""
+    out = tmp_path_factory.mktemp("span")
+    code, err, span = run_and_kill("run.py", [*LONG_FLAGS, "--out", str(out)], str(out / "config.json"), delay=None,
+                                   checkpoints_glob=(str(out), "checkpoints", "*"), at_step=10**9)
+    assert code == 0, err
+    return span
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_bit_identical(uninterrupted, tmp_path):
+@pytest.mark.parametrize("killer", [None, 1, 2, 3])
+def test_killed_run_resumes_bit_identical(uninterrupted, run_span, tmp_path, killer):
+    """kill -9 once checkpoint 20 exists (killer None), or at a moment drawn by the killer's seed
+    anywhere in the run (compiling, mid-chunk, mid-checkpoint, writing pictures), then --resume."""
     out = str(tmp_path / "killed")
-    code, err = _start_and_interrupt(out, signal.SIGKILL)
+    delay = None if killer is None else random.Random(killer).uniform(0, 0.95 * run_span)
+    code, err, _ = run_and_kill("run.py", [*LONG_FLAGS, "--out", out], os.path.join(out, "config.json"), delay,
+                                checkpoints_glob=(out, "checkpoints", "*"), at_step=20)
     assert code == -signal.SIGKILL, f"the run was not killed mid-way (exit {code}): {err}"
     proc = run_script("run.py", "--resume", out, "--quiet")
     assert proc.returncode == 0, proc.stderr
