@@ -28,7 +28,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxfool.errors import ConfigError
+from jaxfool.errors import ConfigError, JaxfoolError
 
 AXIS = "devices"
 MODES = ("auto", "none", "lanes", "batch")
@@ -57,21 +57,24 @@ def is_main_process() -> bool:
 
 def decided_by_main(check: Callable[[], None]) -> None:
     """Runs ``check`` (which may look at and clear the output directory) on process 0 only; its
-    :class:`ConfigError`, if any, is raised on every process, and no process goes on (to create
-    its folders) before process 0 is done, so the others can neither race the check nor hang
-    in a collective after process 0 has stopped."""
-    message = ""
+    one-line error (:class:`JaxfoolError`), if any, is raised on every process, and no process
+    goes on (to create its folders) before process 0 is done, so the others can neither race
+    the check nor hang in a collective after process 0 has stopped."""
+    error: JaxfoolError | None = None
     if is_main_process():
         try:
             check()
-        except ConfigError as error:
-            message = str(error)
+        except JaxfoolError as e:
+            error = e
+    message = str(error) if error else ""
     if jax.process_count() > 1:
         data = np.zeros(_MESSAGE_BYTES, np.uint8)
         encoded = message.encode()[:_MESSAGE_BYTES]
         data[: len(encoded)] = np.frombuffer(encoded, np.uint8)
         data = np.asarray(multihost_utils.broadcast_one_to_all(data))  # also a barrier
         message = bytes(data).rstrip(b"\0").decode(errors="replace")
+    if error:
+        raise error
     if message:
         raise ConfigError(message)
 
