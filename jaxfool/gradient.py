@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 
@@ -28,6 +27,7 @@ from jaxfool.config import option
 from jaxfool.encodings.base import quantize
 from jaxfool.errors import ConfigError
 from jaxfool.models.classifier import Classifier
+from jaxfool.tables import write_json
 
 STARTS = ("mean", "blank", "random")
 
@@ -198,6 +198,5 @@ def write_outputs(out_dir: str, classifier: Classifier, cells: tuple[int, ...], 
     history = history[: max(last, 1) + 1] if last is not None else history
     pictures.progress_plot(os.path.join(out_dir, "progress.png"), np.arange(1, len(history) + 1), history[:, None, :],
                            names, title=f"{classifier.name}, gradient ascent", xlabel="optimiser step")
-    with open(os.path.join(out_dir, "summary.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    write_json(os.path.join(out_dir, "summary.json"), report)
     return report

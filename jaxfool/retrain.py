@@ -34,7 +34,7 @@ from jaxfool.models import init_lenet, load_classifier, save_checkpoint
 from jaxfool.presets import load_preset
 from jaxfool.runner import run
 from jaxfool.scoring import log_probabilities
-from jaxfool.tables import median_or_none, write_csv
+from jaxfool.tables import median_or_none, write_csv, write_json
 from jaxfool.training import TrainConfig, accuracy, train_classifier
 from jaxfool.transfer import load_elites
 
@@ -210,9 +210,7 @@ def retrain(
 
         _save_pool(pool_path, pool)
         rows.append(row)
-        with open(state_path + ".tmp", "w") as f:
-            json.dump({"config": dataclasses.asdict(config), "rows": rows}, f, indent=2)
-        os.replace(state_path + ".tmp", state_path)
+        write_json(state_path, {"config": dataclasses.asdict(config), "rows": rows})
         write_table(out_dir, rows)
     return rows
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -21,20 +23,25 @@ def median_or_none(values: list[float | None]) -> float | None:
     return m if np.isfinite(m) else None
 
 
-def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
-    """``rows`` (dicts with the same keys) as a CSV file, written atomically."""
+@contextlib.contextmanager
+def replacing(path: str) -> Iterator[TextIO]:
+    """A text file to write that replaces ``path`` only once complete: a run killed meanwhile
+    leaves the old file or the new one, never a torn one that would stop ``--resume``."""
     tmp = path + ".tmp"
     with open(tmp, "w", newline="") as f:
+        yield f
+    os.replace(tmp, path)
+
+
+def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
+    """``rows`` (dicts with the same keys) as a CSV file, written atomically."""
+    with replacing(path) as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def write_json(path: str, value: Any, indent: int | None = 2) -> None:
-    """``value`` as a JSON file, written atomically: a run killed meanwhile leaves the old file
-    or the new one, never a torn one that would stop ``--resume``."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
+    """``value`` as a JSON file, written atomically."""
+    with replacing(path) as f:
         json.dump(value, f, indent=indent)
-    os.replace(tmp, path)

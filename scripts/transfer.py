@@ -5,12 +5,12 @@
 """
 
 import argparse
-import json
 import os
 
 from jaxfool.cli import run_main
 from jaxfool.models import load_classifier
 from jaxfool.pictures import safe_name
+from jaxfool.tables import write_json
 from jaxfool.transfer import load_elites, transfer, transfer_picture
 
 
@@ -27,8 +27,7 @@ def main() -> int:
         target = load_classifier(spec)
         result = transfer(elites, target)
         stem = os.path.join(out, f"transfer-{safe_name(target.name)}")
-        with open(stem + ".json", "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(stem + ".json", result)
         transfer_picture(stem + ".png", elites, result, list(target.class_names))
         print(f"{result['source']} -> {result['target']}: {result['at_least_99']}/{result['images']} elites stay >= 99 % "
               f"({result['at_least_9999']} >= 99.99 %), {result['same_class_top1']} keep their class as top-1; "
