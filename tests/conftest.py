@@ -6,6 +6,7 @@ import glob
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,17 +49,25 @@ def run_script(
     )
 
 
-def run_and_kill(name: str, args: list[str], marker: str, delay: float | None, checkpoints_glob: tuple[str, str] | None = None,
-                 at_step: int = 0) -> tuple[int, str, float]:
-    """Starts ``scripts/<name> args`` and kills it with SIGKILL ``delay`` seconds after ``marker``
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a jax.distributed coordinator)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_and_kill(name: str, args: list[str], marker: str, delay: float | None, checkpoints_glob: tuple[str, ...] = (),
+                 at_step: int = 0, sig: int = signal.SIGKILL) -> tuple[int, str, float]:
+    """Starts ``scripts/<name> args`` and sends it ``sig`` ``delay`` seconds after ``marker``
     (a file the script writes first) appears, or, with ``delay=None``, once a checkpoint of step
-    >= ``at_step`` exists under ``checkpoints_glob`` = (folder, glob pattern). Returns the exit
+    >= ``at_step`` exists among the folders that ``checkpoints_glob`` (path parts of a glob)
+    names: orbax's own listing would race the writer. Returns the exit
     code, stderr and the seconds from the marker to the exit (the whole run's span when the
     script finished first). Runs compile afresh (no persistent cache), so every run spans about
     the same time; a run that still finishes before its delay is removed and started again with
     half the delay (the marker's folder is the run's)."""
     for _ in range(4):
-        code, err, span = _run_and_kill_once(name, args, marker, delay, checkpoints_glob, at_step)
+        code, err, span = _run_and_kill_once(name, args, marker, delay, checkpoints_glob, at_step, sig)
         if delay is None or code != 0:
             break
         shutil.rmtree(os.path.dirname(marker))
@@ -66,7 +75,7 @@ def run_and_kill(name: str, args: list[str], marker: str, delay: float | None, c
     return code, err, span
 
 
-def _run_and_kill_once(name, args, marker, delay, checkpoints_glob, at_step):
+def _run_and_kill_once(name, args, marker, delay, checkpoints_glob, at_step, sig):
     proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", name), *args], cwd=ROOT,
                             env={**os.environ, "JAXFOOL_CACHE": "off"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
@@ -75,14 +84,14 @@ def _run_and_kill_once(name, args, marker, delay, checkpoints_glob, at_step):
         time.sleep(0.002)
     start = time.time()
     while proc.poll() is None and time.time() < deadline:
-        if delay is not None and time.time() - start >= delay:
-            proc.send_signal(signal.SIGKILL)
-            break
-        if delay is None:  # checkpoint folders only: orbax's own listing races the writer
+        if delay is not None:
+            due = time.time() - start >= delay
+        else:
             steps = [int(os.path.basename(p)) for p in glob.glob(os.path.join(*checkpoints_glob)) if os.path.basename(p).isdigit()]
-            if steps and max(steps) >= at_step:
-                proc.send_signal(signal.SIGKILL)
-                break
+            due = bool(steps) and max(steps) >= at_step
+        if due:
+            proc.send_signal(sig)
+            break
         time.sleep(0.002)
     _, err = proc.communicate(timeout=300)
     return proc.returncode, err, time.time() - start

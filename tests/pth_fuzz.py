@@ -45,10 +45,8 @@ def _opcode_positions(data: bytes, start: int = 0) -> tuple[list[int], int]:
     return positions, buf.tell()
 
 
-def _object_pickle(data: bytes, legacy: bool) -> tuple[int, int]:
-    """(start, end) of the pickle holding the state dict."""
-    if not legacy:
-        return 0, len(data)
+def _object_pickle(data: bytes) -> tuple[int, int]:
+    """(start, end) of the pickle holding the state dict in a legacy file."""
     start = 0
     for _ in range(3):  # magic number, protocol version, sys info
         start = _opcode_positions(data, start)[1]
@@ -92,8 +90,8 @@ def mutants(path: str, count: int, rng: random.Random, workdir: str):
         start, end = 0, len(pkl)
     else:
         pkl = data
-        start, end = _object_pickle(data, legacy=True)
-    positions = [p for p in _opcode_positions(pkl, start)[0]]
+        start, end = _object_pickle(data)
+    positions = _opcode_positions(pkl, start)[0]
     out = os.path.join(workdir, "mutant.pth")
     for n in range(count):
         if n % 2 == 0:

@@ -1,7 +1,6 @@
 """Same config, same seed: the same archive on 1 device, 8 devices and 2 processes."""
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -9,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, free_port
 from jaxfool import checkpointing
 from jaxfool.distributed import make_plan
 from jaxfool.errors import ConfigError
@@ -58,7 +57,7 @@ def test_many_devices_give_identical_archives(one_device, tmp_path, shard, devic
 
 @pytest.mark.slow
 def test_two_processes_give_identical_archives(one_device, tmp_path):
-    common = ["--distributed", "--coordinator", f"127.0.0.1:{_port()}", "--num-processes", "2"]
+    common = ["--distributed", "--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2"]
     procs = [_run(tmp_path, *common, "--process-id", str(i), devices=2) for i in (0, 1)]
     for p in procs:
         assert p.wait(600) == 0, p.stderr.read()
@@ -69,19 +68,13 @@ def test_two_processes_give_identical_archives(one_device, tmp_path):
     _assert_same(one_device, tmp_path)
 
 
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["run.py", "sweep.py"])
 def test_every_process_refuses_a_taken_directory_in_one_line(tmp_path, script):
     # Process 0 alone looks at the directory; the others must get its verdict (not hang in a
     # collective after process 0 has stopped, nor race its check by creating folders first).
     (tmp_path / "notes.txt").write_text("someone else's")
-    common = ["--distributed", "--coordinator", f"127.0.0.1:{_port()}", "--num-processes", "2"]
+    common = ["--distributed", "--coordinator", f"127.0.0.1:{free_port()}", "--num-processes", "2"]
     extra = ["--grid", "mutation_rate=0.1,0.2"] if script == "sweep.py" else []
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1", "JAXFOOL_CACHE": "off"}
     procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", script), *FLAGS, *extra, "--out", str(tmp_path),

@@ -5,7 +5,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_and_kill, run_script
+from conftest import ROOT, free_port, run_and_kill, run_script
 from jaxfool import checkpointing
 from jaxfool.errors import ConfigError
 from jaxfool.evolution import Lanes, evolve
@@ -177,9 +176,7 @@ def test_a_sweep_over_two_processes_equals_one_process(tmp_path):
              "--chunk", "4", "--no-stop-when-fooled", "--quiet"]
     one = run_script("sweep.py", *flags, "--out", str(tmp_path / "one"), env={"JAXFOOL_CACHE": "off"})
     assert one.returncode == 0, one.stderr[-2000:]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "JAXFOOL_CACHE": "off", "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
     procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, "scripts", "sweep.py"), *flags, "--out", str(tmp_path / "two"),
                                "--distributed", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i),

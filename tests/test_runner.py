@@ -3,15 +3,13 @@ import math
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_and_kill, run_script
+from conftest import run_and_kill, run_script
 from jaxfool import checkpointing, pictures
 from jaxfool.errors import CheckpointError, ConfigError
 from jaxfool.experiment import build_experiment
@@ -81,22 +79,6 @@ def _assert_same_run(a_dir, b_dir, config):
     assert open(os.path.join(a_dir, "metrics.jsonl")).read() == open(os.path.join(b_dir, "metrics.jsonl")).read()
 
 
-def _start_and_interrupt(out_dir, sig):
-    proc = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "scripts", "run.py"), *LONG_FLAGS, "--out", out_dir],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        step = checkpointing.latest_step(os.path.join(out_dir, "checkpoints")) if os.path.isdir(os.path.join(out_dir, "checkpoints")) else None
-        if step is not None and step >= 20:
-            proc.send_signal(sig)
-            break
-        time.sleep(0.005)
-    _, err = proc.communicate(timeout=300)
-    return proc.returncode, err
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("whole"))
@@ -132,7 +114,8 @@ def test_killed_run_resumes_bit_identical(uninterrupted, run_span, tmp_path, kil
 @pytest.mark.slow
 def test_ctrl_c_saves_and_resumes_bit_identical(uninterrupted, tmp_path):
     out = str(tmp_path / "interrupted")
-    code, err = _start_and_interrupt(out, signal.SIGINT)
+    code, err, _ = run_and_kill("run.py", [*LONG_FLAGS, "--out", out], os.path.join(out, "config.json"), None,
+                                checkpoints_glob=(out, "checkpoints", "*"), at_step=20, sig=signal.SIGINT)
     assert code == 130, err
     assert "--resume" in err and os.path.exists(os.path.join(out, "elites.png"))
     run(resume_config(out), out, resume=True, progress_bar=False)

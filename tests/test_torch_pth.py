@@ -112,12 +112,17 @@ def write_legacy(path, obj, storages: list[Storage], views=None) -> None:
 
 
 def write_zip(path, obj, storages: list[Storage]) -> None:
+    _zip_of_pickle(path, _pickle(obj, legacy=False), {s.key: s.data.tobytes() for s in storages})
+
+
+def _zip_of_pickle(path, pickle_bytes: bytes, storages: dict[str, bytes] | None = None, compress=zipfile.ZIP_STORED) -> None:
+    """A zip .pth as torch writes it, around any pickle (hand-made ones included)."""
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", _pickle(obj, legacy=False))
+        z.writestr("archive/data.pkl", pickle_bytes)
         z.writestr("archive/byteorder", "little")
         z.writestr("archive/version", "3\n")
-        for s in storages:
-            z.writestr(f"archive/data/{s.key}", s.data.tobytes())
+        for key, raw in (storages or {}).items():
+            z.writestr(f"archive/data/{key}", raw, compress_type=compress)
 
 
 WRITERS = {"legacy": write_legacy, "zip": write_zip}
@@ -228,13 +233,6 @@ def test_not_a_pth(tmp_path):
 
 
 # --- Crafted files that once made the reader hang, exhaust memory or misread later files ---
-
-
-def _zip_of_pickle(path, pickle_bytes: bytes, storages: dict[str, bytes] | None = None, compress=zipfile.ZIP_STORED) -> None:
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/data.pkl", pickle_bytes)
-        for key, raw in (storages or {}).items():
-            z.writestr(f"archive/data/{key}", raw, compress_type=compress)
 
 
 def test_build_cannot_poison_the_stand_ins_for_later_loads(tmp_path):
