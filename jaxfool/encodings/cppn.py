@@ -22,33 +22,19 @@ synchronously ``depth`` times (the paper's code) computes, in a single pass.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from jaxfool.config import ACTIVATIONS as ACTIVATION_NAMES
 from jaxfool.config import PAPER_ACTIVATIONS, default
+from jaxfool.encodings import cppn_render
+from jaxfool.encodings.activations import FUNCTIONS
 from jaxfool.encodings.color import to_rgb
+from jaxfool.encodings.cppn_render import INACTIVE, NUM_INPUTS
 from jaxfool.encodings.variation import polynomial_mutation
 
-NUM_INPUTS = 4  # x, y, d, bias
-INACTIVE = 2.0  # position of unused node slots: after every real node
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    # The paper's set (Sferes2 nn::cppn).
-    "sine": jnp.sin,
-    "sigmoid": lambda p: jnp.tanh(0.5 * p),  # = 2 (sigmoid(p) - 0.5), in one op
-    "gaussian": lambda p: jnp.exp(-p * p),
-    "linear": lambda p: jnp.clip(p, -3.0, 3.0) / 3.0,
-    # Extras (off by default): Picbreeder-style functions.
-    "cosine": jnp.cos,
-    "tanh": jnp.tanh,
-    "abs": lambda p: jnp.clip(jnp.abs(p), 0.0, 3.0) / 3.0,
-    "square": lambda p: jnp.clip(p * p, 0.0, 3.0) / 3.0,
-}
-assert tuple(ACTIVATIONS) == ACTIVATION_NAMES, "the config lists the activation names"
+ACTIVATIONS = FUNCTIONS  # name -> elementwise function
 
 
 @struct.dataclass
@@ -118,8 +104,10 @@ class CPPNEncoding:
       max_hidden: hidden node slots.
       max_conns: connection slots.
       activations: names from :data:`ACTIVATIONS` that nodes may use.
-      render_chunk: genomes rendered together; small groups keep a group's activations in
-        cache while the nodes are evaluated one after another.
+      renderer: how a population is evaluated (:mod:`jaxfool.encodings.cppn_render`):
+        "auto" (from the backend), "grouped" or "unrolled".
+      render_memory: bytes the unrolled renderer may hold at once; it renders the population
+        in as few chunks as fit.
     """
 
     image_shape: tuple[int, int, int]
@@ -127,13 +115,15 @@ class CPPNEncoding:
     max_hidden: int = 12
     max_conns: int = 48
     activations: tuple[str, ...] = PAPER_ACTIVATIONS
-    render_chunk: int = 16
+    renderer: str = "auto"
+    render_memory: int = 1 << 30
     name: str = "cppn"
 
     def __post_init__(self):
         unknown = [a for a in self.activations if a not in ACTIVATIONS]
         if unknown or not self.activations:
             raise ValueError(f"unknown activation {unknown[:1]}; choose from {', '.join(ACTIVATIONS)}")
+        cppn_render.choose(self.renderer, "cpu")  # an unknown name fails here
         if self.max_conns < NUM_INPUTS * self.num_outputs:
             raise ValueError(f"max_conns must be >= {NUM_INPUTS * self.num_outputs} (inputs x outputs)")
 
@@ -302,41 +292,26 @@ class CPPNEncoding:
 
     def outputs(self, genomes: CPPNGenome, coords: jax.Array) -> jax.Array:
         """Raw network outputs float32 ``[P, pixels, outputs]`` in [-1, 1] at ``coords [pixels, 4]``."""
-        n = genomes.activation.shape[0]
-        chunk = min(self.render_chunk, n)
-        pad = -n % chunk
-        padded = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[:1], pad, 0)]), genomes) if pad else genomes
-        grouped = jax.tree.map(lambda a: a.reshape(-1, chunk, *a.shape[1:]), padded)
+        t = jax.vmap(lambda g: cppn_render.tables(g, self.num_outputs))(genomes)
+        if self.render_path() == "grouped":
+            out = cppn_render.grouped(t, coords, self.activations)
+        else:
+            self.check_render_memory(coords.shape[0])
+            out = cppn_render.unrolled(t, coords, self.activations, self.render_memory)
+        return jnp.swapaxes(out, 1, 2)
 
-        def group(gs: CPPNGenome) -> jax.Array:
-            # Live nodes sort first, so the group needs only as many steps as its biggest net.
-            steps = jnp.max(jnp.sum(gs.node_on, axis=1)) - NUM_INPUTS
-            return jax.vmap(lambda g: self._evaluate(g, coords, steps))(gs)
+    def check_render_memory(self, pixels: int) -> None:
+        """Raises ValueError if the unrolled renderer cannot hold one genome of ``pixels``."""
+        need = cppn_render.bytes_per_genome(NUM_INPUTS + self.max_hidden, self.num_outputs, pixels, len(self.activations))
+        if need > self.render_memory:
+            raise ValueError(
+                f"a render memory of {self.render_memory / 2**20:g} MiB is too small for one {pixels}-pixel genome "
+                f"(needs {need / 2**20:.1f} MiB)"
+            )
 
-        out = jax.lax.map(group, grouped)
-        return out.reshape(-1, *out.shape[2:])[:n]
-
-    def _evaluate(self, g: CPPNGenome, coords: jax.Array, steps: jax.Array) -> jax.Array:
-        """One network on every pixel: ``[pixels, outputs]``, evaluating ``steps`` non-input nodes."""
-        n = self.num_nodes
-        live = g.conn_on & g.node_on[g.source] & g.node_on[g.target]
-        weights = jnp.zeros((n, n), jnp.float32).at[g.source, g.target].add(jnp.where(live, g.weight, 0.0))
-        # Topological order: inputs (position 0) first, then hidden, outputs, unused slots.
-        order = jnp.argsort(jnp.where(g.node_on, g.position, INACTIVE), stable=True)
-        weights = weights[order][:, order]  # strictly upper triangular now
-        bias, activation = g.bias[order], g.activation[order]
-        values = jnp.zeros((n, coords.shape[0]), jnp.float32).at[:NUM_INPUTS].set(coords.T)
-
-        fns = [ACTIVATIONS[a] for a in self.activations]
-
-        def node(k, values):
-            pre = weights[:, k] @ values + bias[k]
-            out = jnp.select([activation[k] == i for i in range(len(fns))], [f(pre) for f in fns])
-            return values.at[k].set(out)
-
-        values = jax.lax.fori_loop(NUM_INPUTS, NUM_INPUTS + steps, node, values)
-        rank = jnp.argsort(order)  # slot -> row of values
-        return values[rank[NUM_INPUTS : NUM_INPUTS + self.num_outputs]].T
+    def render_path(self) -> str:
+        """"grouped" or "unrolled": :attr:`renderer` on the default backend."""
+        return cppn_render.choose(self.renderer, jax.default_backend())
 
     def render(self, genomes: CPPNGenome, height: int | None = None, width: int | None = None) -> jax.Array:
         """float32 ``[P, H, W, ch]`` in [0, 1], on the 8-bit grid; any resolution."""
