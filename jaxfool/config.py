@@ -32,6 +32,8 @@ EVEN_POPULATION = ("open_es",)
 EMITTERS = ("mutation", *ES_STRATEGIES)
 PAPER_ACTIVATIONS = ("sine", "sigmoid", "gaussian", "linear")
 ACTIVATIONS = (*PAPER_ACTIVATIONS, "cosine", "tanh", "abs", "square")
+RENDERERS = ("auto", "grouped", "unrolled")
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class JaxfoolError(Exception):
@@ -101,11 +103,14 @@ class RunConfig:
     del_node_rate: float = option(0.2, "CPPN: probability of deleting a hidden node per offspring", "traced")
     change_conn_rate: float = option(0.5, "CPPN: per connection, probability of rewiring it (at most one per offspring)", "traced")
     activation_rate: float = option(0.1, "CPPN: per node, probability of resampling its function", "traced")
+    renderer: str = option("auto", f"CPPN: how a population is rendered: {' | '.join(RENDERERS)} (auto: grouped on CPU, unrolled on GPU/TPU)")
+    render_memory: int = option(1024, "CPPN: MiB the unrolled renderer may use at once (it renders the batch in as few chunks as fit)")
     # Execution.
     chunk: int = option(10, "generations per compiled lax.scan chunk (the host is touched between chunks)")
     checkpoint_every: int = option(100, "checkpoint every this many generations (0: only at the end)", "host")
     tensorboard: bool = option(False, "write TensorBoard event files to <run dir>/tensorboard (pip install -e '.[tensorboard]')", "host")
     score_chunk: int = option(0, "score at most this many images at once, to bound memory (0: whole batch)")
+    compute_dtype: str = option("float32", f"the classifier's forward pass: {' | '.join(COMPUTE_DTYPES)} (logits, softmax and archive stay float32; bfloat16 elites are re-scored in float32 at the end)")
     ten_crop: bool = option(False, "score 10 crops (corners, centre, mirrored) of images rendered larger than the network's input, averaging their softmax (the paper's ImageNet scoring)")
     render_size: int = option(0, "side of the evolved images (0: the network's input; with --ten-crop: 8/7 of it, 256 for 224)")
 
@@ -126,6 +131,8 @@ class RunConfig:
         even = [e for e in self.emitters if e in EVEN_POPULATION]
         if even and self.es_population % 2:
             raise ConfigError(f"es_population must be even for the {even[0]} emitter, got {self.es_population}")
+        if self.render_memory < 1:
+            raise ConfigError(f"render_memory must be >= 1 (MiB), got {self.render_memory}")
         for name in ("checkpoint_every", "score_chunk", "halving_period", "render_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -133,6 +140,8 @@ class RunConfig:
             ("encoding", ENCODINGS),
             ("selection", SELECTIONS),
             ("color_space", COLOR_SPACES),
+            ("renderer", RENDERERS),
+            ("compute_dtype", COMPUTE_DTYPES),
         ):
             if getattr(self, name) not in choices:
                 raise ConfigError(f"unknown {name} {getattr(self, name)!r}; choose one of {', '.join(choices)}")

@@ -39,7 +39,14 @@ def make_encoding(config: RunConfig, image_shape: tuple[int, int, int]) -> tuple
             max_hidden=config.max_hidden,
             max_conns=config.max_conns,
             activations=tuple(config.activations),
+            renderer=config.renderer,
+            render_memory=config.render_memory << 20,
         )
+        if encoding.render_path() == "unrolled":
+            try:
+                encoding.check_render_memory(image_shape[0] * image_shape[1])
+            except ValueError as e:
+                raise ConfigError(f"{e}: raise --render-memory") from None
         return encoding, CPPNParams
     raise ConfigError(f"unknown encoding {config.encoding!r}")
 
@@ -186,7 +193,9 @@ def _build_static(config: RunConfig, classifier: Classifier):
         )
     engine = MapElites(
         encoding=encoding,
-        score_fn=make_score_fn(classifier, cells, chunk_size=config.score_chunk or None, ten_crop=config.ten_crop),
+        score_fn=make_score_fn(
+            classifier, cells, chunk_size=config.score_chunk or None, ten_crop=config.ten_crop, compute_dtype=config.compute_dtype
+        ),
         num_cells=len(cells),
         emitters=make_emitters(config, encoding, config.batch - (len(cells) if config.recombine else 0)),
         recombine=config.recombine,

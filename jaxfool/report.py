@@ -100,6 +100,12 @@ def write_report(run_dir: str, path: str | None = None) -> str:
         f"Wall time {summary['wall_time_s']:.1f} s on {e(summary['device']['kind'])} "
         f"({summary['device']['count']} device(s)).</p>"
     )
+    if "classes_fooled_float32" in seeds[0]:
+        parts.append(
+            f"<p>Evolved with a {e(config['compute_dtype'])} forward pass; re-scored in float32, "
+            f"{sum(s['classes_fooled_float32'] for s in seeds)} of {len(seeds) * len(classes)} elites stay at or above "
+            f"{100 * threshold:g}%.</p>"
+        )
 
     parts.append(
         "<p>A <em>fooling image</em> is a picture no person would take for the class, which the network "

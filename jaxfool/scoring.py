@@ -34,6 +34,7 @@ def make_score_fn(
     cells: Sequence[int] | None = None,
     chunk_size: int | None = None,
     ten_crop: bool = False,
+    compute_dtype: str = "float32",
 ):
     """Builds ``score_fn(model_params, images) -> scores``.
 
@@ -50,7 +51,8 @@ def make_score_fn(
       ``[B, len(cells)]`` log-softmax values.
     """
     cells = jnp.asarray(range(classifier.num_classes) if cells is None else cells, jnp.int32)
-    log_probs = classifier.log_probs
+    def log_probs(params: Any, images: jax.Array) -> jax.Array:
+        return classifier.log_probs(params, images, compute_dtype)
     size = classifier.input_shape[0]
 
     def score(model_params: Any, images: jax.Array) -> jax.Array:

@@ -83,7 +83,9 @@ def main() -> int:
         else:
             reached = f"{s['classes_fooled']}/{cells} classes >= {pct} after {s['generations']} generations ({s['evaluations']:,} evaluations)"
         empty = f"; {s['cells_never_filled']} cells never filled (the network gave no finite score)" if s["cells_never_filled"] else ""
-        print(f"seed {s['seed']}: {reached}; lowest confidence {100 * min(s['best_confidence']):.4f}%{empty}")
+        again = (f"; re-scored in float32, {s['classes_fooled_float32']}/{cells} stay >= {pct}"
+                 if "classes_fooled_float32" in s else "")
+        print(f"seed {s['seed']}: {reached}; lowest confidence {100 * min(s['best_confidence']):.4f}%{empty}{again}")
     rate = summary["evals_per_s"]
     print(f"stopped: {summary['stopped']}; wall time {summary['wall_time_s']:.1f} s"
           + (f", {rate:,.0f} evaluations/s after compilation" if rate else "") + f"; pictures in {out_dir}/elites.png")

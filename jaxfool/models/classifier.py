@@ -51,13 +51,22 @@ class Classifier:
         (rescaled to ``value_range`` first, as in :meth:`log_probs`)."""
         return self.apply_fn(self.params, self._to_range(images))
 
-    def log_probs(self, params: Any, images: jax.Array) -> jax.Array:
+    def log_probs(self, params: Any, images: jax.Array, compute_dtype: str = "float32") -> jax.Array:
         """The one scoring path: float32 images ``[N, H, W, ch]`` in [0, 1] -> float32
         log-softmax over all classes ``[N, num_classes]``. Images are rescaled to the network's
         ``value_range`` first. Pure in ``(params, images)``: jit, vmap and differentiate it;
         every scorer in the library (MAP-Elites, gradient ascent, the single-class baseline,
-        transfer, retraining) calls it."""
-        return jax.nn.log_softmax(self.apply_fn(params, self._to_range(images)).astype(jnp.float32), axis=-1)
+        transfer, retraining) calls it.
+
+        ``compute_dtype="bfloat16"`` runs the network on bfloat16 images and weights (mixed
+        precision); the logits are cast back, so the softmax and all that follows is float32.
+        """
+        x = self._to_range(images)
+        if compute_dtype != "float32":
+            dtype = jnp.dtype(compute_dtype)
+            params = jax.tree.map(lambda p: p.astype(dtype) if jnp.issubdtype(jnp.result_type(p), jnp.floating) else p, params)
+            x = x.astype(dtype)
+        return jax.nn.log_softmax(self.apply_fn(params, x).astype(jnp.float32), axis=-1)
 
     def _to_range(self, images: jax.Array) -> jax.Array:
         low, high = self.value_range

@@ -252,7 +252,9 @@ def forward(params: Any, images: jax.Array, variant: str = "lite0", depthwise: s
     (``"shifted"`` / ``"grouped"``; ``None``: by backend, see :func:`resolve_depthwise`).
     """
     dw = depthwise_shifted if resolve_depthwise(depthwise) == "shifted" else depthwise_grouped
-    x = (jnp.asarray(images, jnp.float32) * 255.0 - 127.0) / 128.0
+    x = jnp.asarray(images)
+    x = x if jnp.issubdtype(x.dtype, jnp.floating) else x.astype(jnp.float32)  # bfloat16 stays bfloat16
+    x = (x * 255.0 - 127.0) / 128.0
     stem = params["stem"]
     x = lax.conv_general_dilated(x, stem["kernel"], (2, 2), _pads(x, 3, 2), dimension_numbers=_DN)
     x = _relu6(x + stem["bias"])
