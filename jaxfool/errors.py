@@ -8,7 +8,7 @@ that line and exit with status 2 instead of showing a traceback from deep inside
 
 from jaxfool.config import ConfigError, JaxfoolError
 
-__all__ = ["JaxfoolError", "ConfigError", "DataError", "ClassifierError", "CheckpointError", "OutputError"]
+__all__ = ["JaxfoolError", "ConfigError", "DataError", "ClassifierError", "CheckpointError", "OutputError", "DeviceMemoryError"]
 
 
 class DataError(JaxfoolError):
@@ -25,3 +25,7 @@ class CheckpointError(JaxfoolError):
 
 class OutputError(JaxfoolError):
     """The output directory cannot be written (read-only, no permission, disk full)."""
+
+
+class DeviceMemoryError(JaxfoolError):
+    """The accelerator ran out of memory for the run's batch."""

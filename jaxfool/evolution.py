@@ -21,9 +21,11 @@ one of this session, over the wall time they took (the first chunk pays for comp
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import functools
 import math
+import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -32,7 +34,7 @@ import jax
 import numpy as np
 
 from jaxfool.distributed import Plan
-from jaxfool.errors import ConfigError
+from jaxfool.errors import ConfigError, DeviceMemoryError
 from jaxfool.experiment import Experiment
 from jaxfool.map_elites import MapElites, Params, State, init_seeds, run_generations, seed_keys, stack_lanes
 
@@ -301,6 +303,46 @@ def prepare(lanes: Lanes, plan: Plan | None) -> tuple[State, Params, jax.Array, 
     return state, params, keys, chunk_fn
 
 
+@contextlib.contextmanager
+def _ctrl_c_between_chunks():
+    """While running chunks, the first Ctrl-C (SIGINT) only asks the loop to stop after the
+    current chunk, so it is never lost inside a finalizer, a background checkpoint or XLA (which
+    would swallow a KeyboardInterrupt); a second one interrupts at once. Yields
+    ``interrupted() -> bool``. Off the main thread signals cannot be caught: nothing changes."""
+    asked = []
+
+    def handler(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except ValueError:  # not the main thread
+        yield lambda: False
+        return
+    try:
+        yield lambda: bool(asked)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def _out_of_memory_named(lanes: Lanes):
+    """Turns the device's out-of-memory error (an XLA dump) into one line naming the batch and
+    the flags that lower it. Nothing is written on this path, so the last checkpoint stays."""
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+            raise
+        raise DeviceMemoryError(
+            f"out of device memory running {len(lanes)} lane(s) x batch {lanes.engine.batch_size}: lower --batch or "
+            "--seeds (for big images also --score-chunk, and --render-memory for CPPNs); the last checkpoint is "
+            "intact, so --resume continues from it"
+        ) from None
+
+
 def evolve(
     lanes: Lanes,
     observers: tuple[Observer, ...] | list[Observer] = (),
@@ -327,7 +369,8 @@ def evolve(
       the final :class:`Result`.
     """
     session = time.perf_counter()
-    state, params, keys, chunk_fn = prepare(lanes, plan)
+    with _out_of_memory_named(lanes):
+        state, params, keys, chunk_fn = prepare(lanes, plan)
     restored = resume(state) if resume is not None else None
     num_cells = lanes.engine.num_cells
     if restored is not None:
@@ -349,31 +392,35 @@ def evolve(
 
     timed_from, chunks = None, 0
     try:
-        while not result.done.all():
-            if max_chunks is not None and chunks >= max_chunks:
-                result.stopped = "chunk limit"
-                break
-            before = result.evaluations.sum()
-            state, metrics = chunk_fn(params, state, keys)
-            gens, fit = _fetch(plan, (metrics.generation, metrics.fitness))  # [n, L], [n, L, C]
-            chunks += 1
-            result.state, result.generations, result.fitness = state, np.asarray(gens[-1], np.int64), fit[-1]
-            result.generation += gens.shape[0]
-            _update_reached(result.reached, fit, gens)
-            if timed_from is None:  # the first chunk pays for compilation
-                timed_from = time.perf_counter()
+        with _ctrl_c_between_chunks() as interrupted:
+            while not result.done.all():
+                if interrupted():
+                    raise KeyboardInterrupt
+                if max_chunks is not None and chunks >= max_chunks:
+                    result.stopped = "chunk limit"
+                    break
+                before = result.evaluations.sum()
+                with _out_of_memory_named(lanes):
+                    state, metrics = chunk_fn(params, state, keys)
+                gens, fit = _fetch(plan, (metrics.generation, metrics.fitness))  # [n, L], [n, L, C]
+                chunks += 1
+                result.state, result.generations, result.fitness = state, np.asarray(gens[-1], np.int64), fit[-1]
+                result.generation += gens.shape[0]
+                _update_reached(result.reached, fit, gens)
+                if timed_from is None:  # the first chunk pays for compilation
+                    timed_from = time.perf_counter()
+                else:
+                    result.timed_evaluations += int(result.evaluations.sum() - before)
+                    result.timed_seconds = time.perf_counter() - timed_from
+                result.elapsed = clock()
+                for o in observers:
+                    o.chunk(result, gens, fit)
+                # Checked after a chunk, so every session makes progress however slow compiling is.
+                if time_limit is not None and time.perf_counter() - session >= time_limit and not result.done.all():
+                    result.stopped = "time limit"
+                    break
             else:
-                result.timed_evaluations += int(result.evaluations.sum() - before)
-                result.timed_seconds = time.perf_counter() - timed_from
-            result.elapsed = clock()
-            for o in observers:
-                o.chunk(result, gens, fit)
-            # Checked after a chunk, so every session makes progress however slow compiling is.
-            if time_limit is not None and time.perf_counter() - session >= time_limit and not result.done.all():
-                result.stopped = "time limit"
-                break
-        else:
-            result.stopped = "fooled" if result.fooled.all() else "generation cap"
+                result.stopped = "fooled" if result.fooled.all() else "generation cap"
     except KeyboardInterrupt:
         result.stopped = "interrupted"
         result.elapsed = clock()

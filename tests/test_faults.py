@@ -305,6 +305,38 @@ def _assert_final_equals(out, uninterrupted_state):
     assert [json.loads(line)["generation"] for line in metrics] == list(range(41))  # no line lost or repeated
 
 
+@pytest.mark.slow
+def test_device_out_of_memory_is_one_line_and_resume_finishes(uninterrupted_state, tmp_path, monkeypatch):
+    from jaxfool import evolution
+    from jaxfool.errors import DeviceMemoryError
+    from jaxfool.presets import load_preset
+    from jaxfool.runner import resume_config, run
+
+    real_prepare, calls = evolution.prepare, []
+
+    def prepare(lanes, plan):  # the third chunk runs out of device memory, as XLA reports it
+        state, params, keys, chunk_fn = real_prepare(lanes, plan)
+
+        def failing(*args):
+            calls.append(1)
+            if len(calls) == 3:
+                raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 1073741824 bytes.")
+            return chunk_fn(*args)
+
+        return state, params, keys, failing
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(evolution, "prepare", prepare)
+    with pytest.raises(DeviceMemoryError) as e:
+        run(load_preset("mnist-direct", **CKPT), str(out), progress_bar=False)
+    message = str(e.value)
+    assert "\n" not in message and "batch 50" in message and "--batch" in message and "--resume" in message
+    monkeypatch.undo()
+    assert checkpointing_steps(out) == [10, 20]  # the checkpoints before it are intact
+    run(resume_config(str(out)), str(out), resume=True, progress_bar=False)
+    _assert_final_equals(out, uninterrupted_state)
+
+
 def test_an_unwritable_out_is_one_line_and_changes_nothing(tmp_path, monkeypatch):
     import tempfile
 

@@ -122,6 +122,37 @@ def test_ctrl_c_saves_and_resumes_bit_identical(uninterrupted, tmp_path):
     _assert_same_run(uninterrupted, out, load_preset("mnist-direct", **LONG))
 
 
+def test_ctrl_c_inside_a_finalizer_still_stops_the_run_after_its_chunk():
+    """Python drops a KeyboardInterrupt raised in a finalizer (or a background thread), so a
+    Ctrl-C arriving there was once lost and the run went on; now it stops after the chunk."""
+    from jaxfool.evolution import Lanes, evolve
+
+    class SignalsWhenCollected:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    class Observer:
+        chunks, ended = 0, None
+
+        def start(self, result):
+            pass
+
+        def chunk(self, result, generations, fitness):
+            self.chunks += 1
+            if self.chunks == 2:
+                SignalsWhenCollected()  # collected at once: the signal lands inside __del__
+
+        def end(self, result):
+            self.ended = result.stopped
+
+    observer = Observer()
+    exp = build_experiment(load_preset("mnist-direct", batch=20, generations=100, chunk=5, stop_when_fooled=False))
+    with pytest.raises(KeyboardInterrupt):
+        evolve(Lanes.of([exp]), [observer])
+    assert observer.chunks == 2 and observer.ended == "interrupted"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
 def test_resume_can_extend_but_not_change(tmp_path):
     out = str(tmp_path)
     run(load_preset(generations=2, stop_when_fooled=False), out, progress_bar=False)
