@@ -6,7 +6,13 @@ so this measures the overhead of sharding rather than a speed-up; on a multi-GPU
 same command measures real scaling. The same total work (lanes x batch x generations) runs on
 every device count; the ``per_device_efficiency`` column divides the speed-up by the ideal one.
 
+With ``--shard batch`` a row also gives ``forward_ceiling``: the classifier's own rate on one
+device at one device's share of the batch over its rate at the whole batch. A forward pass over
+25 images runs slower per image than over 200, so this bounds what splitting a batch can keep
+whatever the collectives cost; ``of_ceiling`` is the efficiency over that bound.
+
     python benchmarks/scaling.py --devices 1,2,4,8 --seeds 8
+    python benchmarks/scaling.py --devices 1,8 --seeds 2 --shard batch --batch 1600
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import subprocess
 import sys
 
 WORKER = r"""
-import json, sys, time, jax, numpy as np
+import json, sys, time, jax, jax.numpy as jnp, numpy as np
 from jaxfool.distributed import make_plan
 from jaxfool.evolution import Lanes, prepare
 from jaxfool.experiment import build_experiment
@@ -32,9 +38,23 @@ chunk = lambda: jax.block_until_ready(chunk_fn(params, state, keys)[0].archive.f
 chunk()
 best = min((lambda t: (chunk(), time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(repeats))
 devices = jax.devices()
-print(json.dumps({"devices": len(devices), "layout": plan.mode if plan else "single", "lanes": len(lanes),
-                  "batch": exp.engine.batch_size, "evals_per_s": round(len(lanes) * exp.engine.batch_size * length / best),
-                  "ideal_speedup": len(devices) if devices[0].platform != "cpu" else 1}))
+row = {"devices": len(devices), "layout": plan.mode if plan else "single", "lanes": len(lanes),
+       "batch": exp.engine.batch_size, "evals_per_s": round(len(lanes) * exp.engine.batch_size * length / best),
+       "ideal_speedup": len(devices) if devices[0].platform != "cpu" else 1}
+if plan is not None and plan.mode == "batch":
+    # The classifier's own rate on one device at each device's share of the batch, over its rate
+    # at the whole batch: a forward pass on fewer images is less efficient, so this bounds what
+    # splitting the batch can keep, whatever the collectives cost.
+    clf = exp.classifier
+    def forward_rate(b):
+        x = jnp.asarray(np.random.default_rng(0).random((b, *clf.input_shape)), jnp.float32)
+        body = lambda c, _: (c + clf.log_probs(clf.params, x + c * 1e-30).sum(), None)
+        f = jax.jit(lambda: jax.lax.scan(body, jnp.float32(0), None, length=length)[0])
+        f().block_until_ready()
+        return b / min((lambda t: (f().block_until_ready(), time.perf_counter() - t)[1])(time.perf_counter()) for _ in range(repeats))
+    share = -(-exp.engine.batch_size // len(devices))
+    row["forward_ceiling"] = round(forward_rate(share) / forward_rate(exp.engine.batch_size), 3)
+print(json.dumps(row))
 """
 
 
@@ -60,6 +80,8 @@ def main() -> None:
         # Per-device efficiency: the speed-up over the ideal one. Forced CPU devices share the
         # same cores, so there the ideal is 1 (the same total rate, the work split, not repeated).
         rows[-1]["per_device_efficiency"] = round(rows[-1]["relative_to_first"] / rows[-1]["ideal_speedup"], 3)
+        if "forward_ceiling" in rows[-1]:
+            rows[-1]["of_ceiling"] = round(rows[-1]["per_device_efficiency"] / rows[-1]["forward_ceiling"], 3)
         print(json.dumps(rows[-1]), flush=True)
 
 

@@ -1,9 +1,14 @@
 """Throughput of the fused MAP-Elites step against the classifier's raw forward pass.
 
-For each batch size, in one process and interleaved (so both see the same machine state):
-  forward: the jitted classifier on a batch of images, nothing else;
-  step:    the fused generation (select, mutate, render, score, recombine, insert) in lax.scan.
-Prints one JSON line per batch size: batch, forward_evals_per_s, step_evals_per_s, ratio.
+For each batch size and preset, in one process and interleaved (so all see the same machine
+state), each timed as one jitted ``lax.scan`` of ``--generations`` calls on the same batch:
+  forward: the classifier scoring a batch of images (its forward pass and log-softmax), nothing else;
+  render:  the encoding turning a batch of genomes into images;
+  step:    the fused generation (select, mutate, render, score, recombine, insert).
+The step starts from an archive grown for ``--grow`` generations (CPPN elites with hidden
+nodes, as in a real run; fresh CPPNs have none and render faster), and the forward pass and
+render see its elites. Prints one JSON line per batch and preset (``ratio`` = step / forward),
+and per batch the CPPN step over the direct step.
 
 Then, for the CPPN encoding, rendering cost against classifier cost per image at 28x28 and
 224x224; and runs each preset for several seeds, each with a freshly built (so freshly
@@ -23,6 +28,7 @@ import tempfile
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxfool.evolution import clear_caches
@@ -41,29 +47,58 @@ def _best_time(fn, repeats: int) -> float:
     return best
 
 
-def measure(preset: str, batch: int, generations: int, repeats: int, **overrides) -> dict:
-    """evals/s of the raw forward pass and of the fused step at one batch size."""
+def _looped(fn, length: int):
+    """A jitted ``lax.scan`` calling ``fn(eps)`` ``length`` times, timed as one program as the
+    step is; ``eps`` is a traced zero from the carry, which keeps XLA from hoisting the call."""
+
+    def body(acc, _):
+        return acc + jnp.sum(fn(acc * 0.0)).astype(jnp.float32) * 0.0, None
+
+    return jax.jit(lambda: jax.lax.scan(body, jnp.float32(0.0), None, length=length)[0])
+
+
+def _nudge(tree, eps):
+    """``tree`` with ``eps`` (a traced zero) added to its numeric leaves: a data dependency."""
+    return jax.tree.map(lambda a: a if a.dtype == jnp.bool_ else a + eps.astype(a.dtype), tree)
+
+
+def measure(preset: str, batch: int, generations: int, repeats: int, grow: int, **overrides) -> dict:
+    """evals/s of the classifier's forward pass, of rendering, and of the fused step at one
+    batch size, each one compiled ``lax.scan`` of ``generations`` calls on the same batch,
+    interleaved, best of ``repeats``. The step starts from an archive grown for ``grow``
+    generations (CPPN elites with hidden nodes, as in a real run); the forward pass and the
+    render see that archive's elites, tiled to the batch. ``overrides``: config fields."""
     exp = build_experiment(load_preset(preset, batch=batch, **overrides))
     keys = seed_keys([0])
     params = exp.lane_params(stop=np.inf, max_generation=2**31 - 1)
     state = init_seeds(exp.engine, params, keys)
-    images = jax.vmap(exp.encoding.render)(state.archive.genomes)[0]
-    images = np.resize(np.asarray(images), (batch, *images.shape[1:]))  # B real elite images
-    forward = jax.jit(exp.classifier.apply_fn)
-
-    def chunk():
-        return run_generations(exp.engine, params, state, keys, generations)[0].archive.fitness
-
-    def forwards():
-        return [forward(exp.classifier.params, images) for _ in range(generations)][-1]
-
-    chunk(), forwards()  # compile and warm up
-    t_step = t_fwd = float("inf")
-    for _ in range(repeats):  # interleaved: both see the same machine state
-        t_step = min(t_step, _best_time(chunk, 1))
-        t_fwd = min(t_fwd, _best_time(forwards, 1))
-    fwd, step = batch * generations / t_fwd, batch * generations / t_step
-    return {"batch": batch, "forward_evals_per_s": round(fwd), "step_evals_per_s": round(step), "ratio": round(step / fwd, 3)}
+    if grow:
+        state = run_generations(exp.engine, params, state, keys, grow)[0]
+    genomes = jax.tree.map(lambda a: jnp.asarray(np.resize(np.asarray(a[0]), (batch, *a.shape[2:]))), state.archive.genomes)
+    images = exp.encoding.render(genomes)
+    model = exp.classifier.params
+    timed = {
+        "forward": _looped(lambda eps: exp.classifier.log_probs(model, images + eps, exp.config.compute_dtype), generations),
+        "render": _looped(lambda eps: exp.encoding.render(_nudge(genomes, eps)), generations),
+        "step": lambda: run_generations(exp.engine, params, state, keys, generations)[0].archive.fitness,
+    }
+    best = {name: float("inf") for name in timed}
+    for fn in timed.values():
+        jax.block_until_ready(fn())  # compile and warm up
+    for _ in range(repeats):  # interleaved: all see the same machine state
+        for name, fn in timed.items():
+            best[name] = min(best[name], _best_time(fn, 1))
+    rate = {name: batch * generations / t for name, t in best.items()}
+    hidden = getattr(state.archive.genomes, "node_on", None)
+    return {
+        "batch": batch,
+        "forward_evals_per_s": round(rate["forward"]),
+        "render_images_per_s": round(rate["render"]),
+        "step_evals_per_s": round(rate["step"]),
+        "ratio": round(rate["step"] / rate["forward"], 3),
+        **({"grown_generations": grow} if grow else {}),
+        **({"mean_hidden_nodes": float(np.asarray(hidden[0, :, 4 + exp.encoding.num_outputs:]).sum(1).mean())} if hidden is not None else {}),
+    }
 
 
 def render_cost(resolution: int, batch: int, repeats: int, classifier: str | None) -> dict:
@@ -96,10 +131,12 @@ def render_cost(resolution: int, batch: int, repeats: int, classifier: str | Non
     return row
 
 
-def time_to_fool(preset: str, seed: int) -> dict:
-    """One fresh run of ``preset`` (compilation included): generations and seconds to fool."""
+def time_to_fool(preset: str, seed: int, fresh: bool = True) -> dict:
+    """One run of ``preset``: generations and seconds to fool. ``fresh``: with a new engine, so
+    compilation is in the wall time, as for a newcomer; else reusing this process's programs."""
     config = load_preset(preset, seed=seed)
-    clear_caches()  # a fresh engine per seed: compilation is in the wall time, as for a newcomer
+    if fresh:
+        clear_caches()
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         summary = run(config, out, progress_bar=False)
@@ -123,6 +160,8 @@ def main() -> None:
     parser.add_argument("--batches", default="256,1024,4096", help="comma-separated batch sizes")
     parser.add_argument("--generations", type=int, default=10, help="generations per timed chunk")
     parser.add_argument("--repeats", type=int, default=7, help="interleaved repetitions; the best counts")
+    parser.add_argument("--compute-dtype", default="float32", help="the classifier's forward pass: float32 | bfloat16")
+    parser.add_argument("--grow", type=int, default=50, help="generations grown (not timed) before timing, so CPPN elites have hidden nodes")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="seeds for the time-to-fool runs ('' to skip)")
     parser.add_argument("--imagenet-classifier", default=None, help="classifier for the 224x224 render row")
     parser.add_argument("--output", default=None, help="also append the JSON lines to this file")
@@ -137,9 +176,17 @@ def main() -> None:
         lines.append(row)
         print(json.dumps(row), flush=True)
 
-    for preset in presets:
-        for batch in (int(b) for b in args.batches.split(",") if b):
-            emit({"preset": preset, **measure(preset, batch, args.generations, args.repeats)})
+    steps: dict = {}
+    for batch in (int(b) for b in args.batches.split(",") if b):
+        for preset in presets:
+            row = measure(preset, batch, args.generations, args.repeats, args.grow, compute_dtype=args.compute_dtype)
+            steps[preset, batch] = row["step_evals_per_s"]
+            emit({"preset": preset, "compute_dtype": args.compute_dtype, **row})
+        cppn = [p for p in presets if load_preset(p).encoding == "cppn"]
+        direct = [p for p in presets if load_preset(p).encoding == "direct"]
+        if cppn and direct:  # measured one after the other at the same batch
+            emit({"batch": batch, "cppn_over_direct_step": round(steps[cppn[0], batch] / steps[direct[0], batch], 3),
+                  "cppn": cppn[0], "direct": direct[0]})
     if any(load_preset(p).encoding == "cppn" for p in presets):
         emit(render_cost(28, 256, args.repeats, "lenet-mnist"))
         emit(render_cost(224, 32, args.repeats, args.imagenet_classifier))

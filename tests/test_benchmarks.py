@@ -49,3 +49,20 @@ def test_peers_benchmark_reports_jaxfool_and_skips_missing_libraries():
     skipped = {r["library"] for r in rows if "skipped" in r}
     assert measured["jaxfool"]["relative_to_jaxfool"] == 1.0
     assert set(measured) | skipped == {"jaxfool", "qdax", "pyribs"}
+
+
+@pytest.mark.slow
+def test_gpu_suite_runs_every_section_small_on_cpu():
+    rows = _bench("gpu_suite.py", "--small")
+    sections = [r["section"] for r in rows]
+    assert sections[0] == "machine" and sections[-1] == "done"
+    lenet = [r for r in rows if r["section"] == "lenet"]
+    assert {r.get("renderer") for r in lenet if r["preset"] == "mnist-cppn"} == {"grouped", "unrolled"}
+    assert all(r["step_evals_per_s"] > 0 and r["render_images_per_s"] > 0 for r in lenet)
+    lite0 = [r for r in rows if r["section"] == "lite0"]
+    assert {(r["preset"], r["compute_dtype"]) for r in lite0} == {
+        (p, d) for p in ("imagenet-direct", "imagenet-cppn") for d in ("float32", "bfloat16")}
+    fool = [r for r in rows if r["section"] == "fool"]
+    assert len(fool) == 2 and all(r["run_wall_s_compiled"] < r["run_wall_s"] for r in fool)
+    (seeds,) = [r for r in rows if r["section"] == "seeds"]
+    assert seeds["seeds"] == 2 and seeds["all_fooled"]
