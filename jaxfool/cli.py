@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import signal
 import sys
 import typing
 from collections.abc import Callable
@@ -108,7 +109,10 @@ def start_processes(args: argparse.Namespace) -> None:
 
 
 def run_main(main: Callable[[], Any]) -> None:
-    """Calls ``main()``; a :class:`JaxfoolError` prints ``error: ...`` and exits with status 2."""
+    """Calls ``main()``; a :class:`JaxfoolError` prints ``error: ...`` and exits with status 2.
+    Ctrl-C (SIGINT) interrupts, checkpointing first, even when the script was started with
+    SIGINT ignored (a background job of a non-interactive shell)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         code = main()
     except JaxfoolError as e:

@@ -308,7 +308,7 @@ def _ctrl_c_between_chunks():
     """While running chunks, the first Ctrl-C (SIGINT) only asks the loop to stop after the
     current chunk, so it is never lost inside a finalizer, a background checkpoint or XLA (which
     would swallow a KeyboardInterrupt); a second one interrupts at once. Yields
-    ``interrupted() -> bool``. Off the main thread signals cannot be caught: nothing changes."""
+    ``interrupted() -> bool``. Off the main thread, or where SIGINT is ignored, nothing changes."""
     asked = []
 
     def handler(signum, frame):
@@ -317,14 +317,18 @@ def _ctrl_c_between_chunks():
         asked.append(signum)
 
     try:
-        previous = signal.signal(signal.SIGINT, handler)
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is not signal.SIG_IGN:  # a process told to ignore Ctrl-C keeps ignoring it
+            signal.signal(signal.SIGINT, handler)
     except ValueError:  # not the main thread
+        previous = signal.SIG_IGN
+    if previous is signal.SIG_IGN:
         yield lambda: False
         return
     try:
         yield lambda: bool(asked)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
 
 
 @contextlib.contextmanager
