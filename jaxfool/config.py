@@ -116,7 +116,7 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Raises :class:`ConfigError` naming the first bad field; returns ``self``."""
-        positive = ("batch", "generations", "seeds", "chunk")
+        positive = ("batch", "generations", "seeds", "chunk", "render_memory")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -131,8 +131,6 @@ class RunConfig:
         even = [e for e in self.emitters if e in EVEN_POPULATION]
         if even and self.es_population % 2:
             raise ConfigError(f"es_population must be even for the {even[0]} emitter, got {self.es_population}")
-        if self.render_memory < 1:
-            raise ConfigError(f"render_memory must be >= 1 (MiB), got {self.render_memory}")
         for name in ("checkpoint_every", "score_chunk", "halving_period", "render_size"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")

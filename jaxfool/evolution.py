@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import math
 import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -316,15 +317,12 @@ def _ctrl_c_between_chunks():
             raise KeyboardInterrupt
         asked.append(signum)
 
-    try:
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is not signal.SIG_IGN:  # a process told to ignore Ctrl-C keeps ignoring it
-            signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread
-        previous = signal.SIG_IGN
-    if previous is signal.SIG_IGN:
+    previous = signal.getsignal(signal.SIGINT)
+    # Signals are caught on the main thread only; a process told to ignore Ctrl-C keeps ignoring it.
+    if threading.current_thread() is not threading.main_thread() or previous is signal.SIG_IGN:
         yield lambda: False
         return
+    signal.signal(signal.SIGINT, handler)
     try:
         yield lambda: bool(asked)
     finally:

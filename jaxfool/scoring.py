@@ -7,6 +7,7 @@ The softmax runs over all of the classifier's outputs, even when only some class
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -51,8 +52,7 @@ def make_score_fn(
       ``[B, len(cells)]`` log-softmax values.
     """
     cells = jnp.asarray(range(classifier.num_classes) if cells is None else cells, jnp.int32)
-    def log_probs(params: Any, images: jax.Array) -> jax.Array:
-        return classifier.log_probs(params, images, compute_dtype)
+    log_probs = functools.partial(classifier.log_probs, compute_dtype=compute_dtype)
     size = classifier.input_shape[0]
 
     def score(model_params: Any, images: jax.Array) -> jax.Array:

@@ -50,13 +50,13 @@ def environment() -> dict[str, Any]:
 
 
 def _float32_confidence(exp: Experiment, images: np.ndarray) -> np.ndarray:
-    """float64 ``[C]``: each cell's elite (``images [C, H, W, ch]``, as saved) re-scored with
-    the network in float32, for runs that evolved with a lower-precision forward pass."""
+    """float64 ``[L, C]``: each lane's elites (``images [L, C, H, W, ch]``, as saved) re-scored
+    with the network in float32, for runs that evolved with a lower-precision forward pass."""
     from jaxfool.scoring import make_score_fn
 
     score = jax.jit(make_score_fn(exp.classifier, exp.cells, ten_crop=exp.config.ten_crop))
-    log_p = np.asarray(score(exp.classifier.params, images), np.float64)  # [C images, C cells]
-    return np.exp(np.diagonal(log_p))
+    log_p = np.stack([np.asarray(score(exp.classifier.params, lane), np.float64) for lane in images])  # [L, C images, C cells]
+    return np.exp(np.diagonal(log_p, axis1=1, axis2=2))
 
 
 def summarize(exp: Experiment, result: Result, lanes: slice) -> dict[str, Any]:
@@ -71,6 +71,7 @@ def summarize(exp: Experiment, result: Result, lanes: slice) -> dict[str, Any]:
     images = result.images()[lanes]
     generations, evaluations = result.generations[lanes], result.evaluations[lanes]
     filled = np.asarray(result.archive().filled)[lanes]
+    again = _float32_confidence(exp, images) if exp.config.compute_dtype != "float32" else None
     seeds = []
     for k, seed in enumerate(exp.seeds):
         entry = {
@@ -87,10 +88,9 @@ def summarize(exp: Experiment, result: Result, lanes: slice) -> dict[str, Any]:
             every = int(reached.max()) if (reached >= 0).all() else None
             entry[f"generations_to_{t:g}"] = every
             entry[f"evaluations_to_{t:g}"] = None if every is None else int(exp.engine.evaluations(every))
-        if exp.config.compute_dtype != "float32":
-            again = _float32_confidence(exp, images[k])
-            entry["best_confidence_float32"] = [float(p) for p in again]
-            entry["classes_fooled_float32"] = int((again >= exp.config.threshold).sum())
+        if again is not None:
+            entry["best_confidence_float32"] = [float(p) for p in again[k]]
+            entry["classes_fooled_float32"] = int((again[k] >= exp.config.threshold).sum())
         per_class = result.reached[exp.config.threshold][lanes][k]
         entry["generations_to_threshold_per_class"] = [int(g) for g in per_class]
         entry["evaluations_to_threshold_per_class"] = [int(exp.engine.evaluations(int(g))) if g >= 0 else None for g in per_class]

@@ -84,14 +84,23 @@ def choose(renderer: str, backend: str) -> str:
     return "grouped" if backend == "cpu" else "unrolled"
 
 
+def _in_chunks(fn, t: Tables, size: int) -> jax.Array:
+    """``fn`` over the population in chunks of ``size`` genomes (a ``lax.map``, the last chunk
+    padded with copies of the first genome), or in one call when it fits; rows in order."""
+    p = t.hidden.shape[0]
+    if size >= p:
+        return fn(t)
+    pad = -p % size
+    padded = jax.tree.map(lambda a: jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad, *a.shape[1:]))]), t)
+    out = jax.lax.map(fn, jax.tree.map(lambda a: a.reshape(-1, size, *a.shape[1:]), padded))
+    return out.reshape(-1, *out.shape[2:])[:p]
+
+
 def grouped(t: Tables, coords: jax.Array, names: tuple[str, ...]) -> jax.Array:
     """Outputs float32 ``[P, O, pixels]`` (before any colour conversion) at ``coords [pixels, 4]``."""
     p, s = t.hidden.shape[0], t.weights.shape[-1]
     size = max(1, min(GROUP, p, GROUP_BYTES // (4 * s * coords.shape[0])))
     order = jnp.argsort(t.hidden, stable=True)  # small networks together
-    pad = -p % size
-    rows = jnp.concatenate([order, jnp.broadcast_to(order[:1], (pad,))])
-    grouped_tables = jax.tree.map(lambda a: a[rows].reshape(-1, size, *a.shape[1:]), t)
 
     def one_group(tg: Tables) -> jax.Array:
         values = jnp.zeros((size, s, coords.shape[0]), jnp.float32).at[:, :NUM_INPUTS].set(coords.T)
@@ -104,9 +113,8 @@ def grouped(t: Tables, coords: jax.Array, names: tuple[str, ...]) -> jax.Array:
         pre = jnp.einsum("gso,gsp->gop", tg.out_weights, values) + tg.out_bias[..., None]
         return apply(names, tg.out_activation[..., None], pre)
 
-    out = jax.lax.map(one_group, grouped_tables)
-    out = out.reshape(-1, *out.shape[2:])
-    return out[jnp.argsort(rows[:p], stable=True)]  # back to the population's order
+    out = _in_chunks(one_group, jax.tree.map(lambda a: a[order], t), size)
+    return out[jnp.argsort(order, stable=True)]  # back to the population's order
 
 
 def bytes_per_genome(num_slots: int, num_outputs: int, pixels: int, functions: int) -> int:
@@ -135,9 +143,4 @@ def unrolled(t: Tables, coords: jax.Array, names: tuple[str, ...], memory_bytes:
         ]
         return jnp.stack(outs, axis=1)
 
-    if chunk >= p:
-        return evaluate(t)
-    pad = -p % chunk
-    padded = jax.tree.map(lambda a: jnp.concatenate([a, jnp.broadcast_to(a[:1], (pad, *a.shape[1:]))]), t)
-    out = jax.lax.map(evaluate, jax.tree.map(lambda a: a.reshape(-1, chunk, *a.shape[1:]), padded))
-    return out.reshape(-1, *out.shape[2:])[:p]
+    return _in_chunks(evaluate, t, chunk)
