@@ -64,12 +64,7 @@ def save_checkpoint(directory: str, step: int, state: Any, host: dict) -> None:
     manager = _manager(directory)
     if step in manager.all_steps():
         return
-    absl, unraisable = logging.getLogger("absl"), sys.unraisablehook
-    level = absl.level
-    # When a write fails, orbax's writer threads log it with a traceback and tensorstore's
-    # callbacks print one more for orbax's closed event loop: the caller reports it in one line.
-    absl.setLevel(logging.CRITICAL)
-    sys.unraisablehook = lambda unraisable: None
+    _quiet_failed_saves()
     try:
         manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)))
         manager.wait_until_finished()
@@ -82,9 +77,50 @@ def save_checkpoint(directory: str, step: int, state: Any, host: dict) -> None:
             raise
         raise OSError(int(code.group(1)), os.strerror(int(code.group(1))), f"checkpoint {step} in {directory}") from None
     finally:
-        absl.setLevel(level)
-        sys.unraisablehook = unraisable
         manager.close()
+
+
+class _NotFromOrbaxWriters(logging.Filter):
+    """Drops log records of an exception raised inside orbax's checkpoint code (or naming its
+    temporary directory): a failed save, which ``save_checkpoint`` raises to its caller, who
+    reports it in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if ".orbax-checkpoint-tmp" in record.getMessage():
+            return False
+        tb = record.exc_info[2] if record.exc_info else None
+        while tb is not None:
+            if _ORBAX in tb.tb_frame.f_code.co_filename:
+                return False
+            tb = tb.tb_next
+        return True
+
+
+_ORBAX = os.sep + os.path.join("orbax", "checkpoint") + os.sep
+
+
+def _quiet_failed_saves() -> None:
+    """Keeps a failed save (disk full) to the one line its caller prints. The failure reaches the
+    caller while the save's other writers are still failing, and they go on reporting it for a
+    while, up to interpreter exit: each writer thread logs a traceback (absl), asyncio logs the
+    gathered futures nobody read, and tensorstore's callbacks hit orbax's closed event loop
+    (unraisable). Installed once per process; everything else is still printed."""
+    global _quiet_installed
+    if _quiet_installed:
+        return
+    _quiet_installed = True
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).addFilter(_NotFromOrbaxWriters())
+    previous = sys.unraisablehook
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError) and str(unraisable.exc_value) == "Event loop is closed"):
+            previous(unraisable)
+
+    sys.unraisablehook = hook
+
+
+_quiet_installed = False
 
 
 def all_steps(directory: str) -> list[int]:
