@@ -16,6 +16,11 @@ compiled) engine, printing generations/evaluations to 99 % and 99.99 % and wall 
 
     python benchmarks/throughput.py                                  # direct and CPPN presets
     python benchmarks/throughput.py --presets mnist-direct --seeds 0
+    python benchmarks/throughput.py --presets imagenet-cppn --batches 64 --cells 10,1000 --seeds ''
+
+``--cells 10,1000`` measures each preset with 10 and with 1000 class cells (the first N
+classes) and prints the step's rate with the most cells over the fewest, and the engine state's
+size (archive, keys, counters) for both.
 """
 
 from __future__ import annotations
@@ -92,6 +97,8 @@ def measure(preset: str, batch: int, generations: int, repeats: int, grow: int, 
     hidden = getattr(state.archive.genomes, "node_on", None)
     return {
         "batch": batch,
+        "cells": len(exp.cells),
+        "state_mib": round(sum(a.nbytes for a in jax.tree.leaves(state)) / 2**20, 2),
         "forward_evals_per_s": round(rate["forward"]),
         "render_images_per_s": round(rate["render"]),
         "step_evals_per_s": round(rate["step"]),
@@ -164,6 +171,8 @@ def main() -> None:
     parser.add_argument("--grow", type=int, default=50, help="generations grown (not timed) before timing, so CPPN elites have hidden nodes")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="seeds for the time-to-fool runs ('' to skip)")
     parser.add_argument("--imagenet-classifier", default=None, help="classifier for the 224x224 render row")
+    parser.add_argument("--cells", default="", help="comma-separated numbers of class cells (the first N classes), "
+                        "each measured at every batch, e.g. 10,1000 for ImageNet ('': the preset's)")
     parser.add_argument("--output", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args()
 
@@ -177,11 +186,21 @@ def main() -> None:
         print(json.dumps(row), flush=True)
 
     steps: dict = {}
+    cells = [int(n) for n in args.cells.split(",") if n]
     for batch in (int(b) for b in args.batches.split(",") if b):
         for preset in presets:
-            row = measure(preset, batch, args.generations, args.repeats, args.grow, compute_dtype=args.compute_dtype)
-            steps[preset, batch] = row["step_evals_per_s"]
-            emit({"preset": preset, "compute_dtype": args.compute_dtype, **row})
+            by_cells = {}
+            for n in cells or [None]:
+                classes = {} if n is None else {"classes": tuple(str(i) for i in range(n))}
+                row = measure(preset, batch, args.generations, args.repeats, args.grow, compute_dtype=args.compute_dtype, **classes)
+                by_cells[n] = row
+                emit({"preset": preset, "compute_dtype": args.compute_dtype, **row})
+            steps[preset, batch] = by_cells[cells[0] if cells else None]["step_evals_per_s"]
+            if len(cells) > 1:  # the step with the most cells against the fewest, measured one after the other
+                few, many = by_cells[min(cells)], by_cells[max(cells)]
+                emit({"preset": preset, "batch": batch, f"step_{max(cells)}_over_{min(cells)}_cells":
+                      round(many["step_evals_per_s"] / few["step_evals_per_s"], 3),
+                      f"state_mib_{min(cells)}_{max(cells)}_cells": [few["state_mib"], many["state_mib"]]})
         cppn = [p for p in presets if load_preset(p).encoding == "cppn"]
         direct = [p for p in presets if load_preset(p).encoding == "direct"]
         if cppn and direct:  # measured one after the other at the same batch

@@ -123,8 +123,6 @@ class RunConfig:
         unknown = [e for e in self.emitters if e not in EMITTERS]
         if unknown or not self.emitters:
             raise ConfigError(f"unknown emitter {(unknown or [''])[0]!r}; choose from {', '.join(EMITTERS)}")
-        if self.encoding != "direct" and any(e != "mutation" for e in self.emitters):
-            raise ConfigError("evolution-strategy emitters need the direct encoding (real-valued genes)")
         if self.es_population < 2 or self.es_restart < 1 or not (math.isfinite(self.es_std) and self.es_std > 0):
             raise ConfigError(f"es_population must be >= 2, es_restart >= 1 and es_std a finite number > 0, got "
                               f"{self.es_population}, {self.es_restart}, {self.es_std}")

@@ -27,7 +27,6 @@ offspring were inserted. Several emitters split one generation's batch ("mixed e
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
@@ -105,6 +104,7 @@ class ESState:
     strategy: Any
     center: jax.Array
     stale: jax.Array
+    template: Any = ()  # genomes [E, ...] the genes are written into (CPPN: the centre's topology); () for direct
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -112,7 +112,9 @@ class ESEmitter:
     """CMA-ME-style improvement emitter over an encoding's real-valued genes.
 
     Attributes:
-      encoding: must offer ``genes(genomes) -> [n, D] in [0, 1]`` and ``from_genes``.
+      encoding: must offer ``num_genes``, ``genes(genomes, params) -> [n, D] in [0, 1]`` and
+        ``with_genes(genomes, genes, params)`` (direct: the pixels; CPPN: the weights and biases
+        of the centre elite's topology, which the instance keeps until it restarts).
       strategy: a key of :data:`ES_STRATEGIES` (``cma_es`` is O(D^3) per generation).
       batch_size: offspring per generation; ``batch_size // population`` instances.
       population: offspring per instance per generation.
@@ -137,7 +139,7 @@ class ESEmitter:
         from evosax import algorithms
 
         # Built here, outside any trace: evosax strategies compute arrays when constructed.
-        dims = math.prod(self.encoding.image_shape)
+        dims = self.encoding.num_genes
         es = getattr(algorithms, ES_STRATEGIES[self.strategy])(
             population_size=self.population, solution=jnp.zeros(dims, jnp.float32)
         )
@@ -153,37 +155,45 @@ class ESEmitter:
     def _es_params(self):
         return self._es_params_value
 
-    def _start(self, key: jax.Array, archive: Archive, log_threshold: jax.Array) -> tuple[Any, jax.Array]:
+    @property
+    def _keeps_template(self) -> bool:
+        return self.encoding.name != "direct"  # direct genes are the whole genome
+
+    def _start(self, key: jax.Array, archive: Archive, params: Any) -> tuple[Any, jax.Array, Any]:
         k_cell, k_init = jax.random.split(key)
-        centers = select_parents(k_cell, archive, self.instances, self.selection, log_threshold)
-        means = self.encoding.genes(archive.genomes[centers])
+        centers = select_parents(k_cell, archive, self.instances, self.selection, params.log_threshold)
+        elites = jax.tree.map(lambda g: g[centers], archive.genomes)
+        means = self.encoding.genes(elites, params.variation)
         init = jax.vmap(lambda k, m: self._es.init(k, m, self._es_params()))
-        return init(jax.random.split(k_init, self.instances), means), centers
+        return init(jax.random.split(k_init, self.instances), means), centers, elites if self._keeps_template else ()
 
     def init(self, key: jax.Array, archive: Archive, params: Any) -> ESState:
-        strategy, centers = self._start(key, archive, params.log_threshold)
-        return ESState(strategy, centers, jnp.zeros(self.instances, jnp.int32))
+        strategy, centers, template = self._start(key, archive, params)
+        return ESState(strategy, centers, jnp.zeros(self.instances, jnp.int32), template)
 
     def emit(self, key, archive: Archive, state: ESState, generation, params):
         ask = jax.vmap(lambda k, s: self._es.ask(k, s, self._es_params()))
         population, strategy = ask(jax.random.split(key, self.instances), state.strategy)  # [E, lambda, D]
-        genomes = self.encoding.from_genes(jnp.clip(population.reshape(self.batch_size, -1), 0.0, 1.0))
         parents = jnp.repeat(state.center, self.population)
+        like = jax.tree.map(lambda g: jnp.repeat(g, self.population, axis=0), state.template) if self._keeps_template \
+            else jax.tree.map(lambda g: g[parents], archive.genomes)
+        genomes = self.encoding.with_genes(like, jnp.clip(population.reshape(self.batch_size, -1), 0.0, 1.0), params.variation)
         return genomes, parents, state.replace(strategy=strategy)
 
     def tell(self, key, state: ESState, archive: Archive, genomes, parents, scores, params) -> ESState:
         k_tell, k_restart = jax.random.split(key)
         gain = archive_gain(archive, scores).reshape(self.instances, self.population)
         # evosax minimises; the evaluated (clipped, 8-bit) points are what it is told about.
-        evaluated = self.encoding.genes(genomes).reshape(self.instances, self.population, -1)
+        evaluated = self.encoding.genes(genomes, params.variation).reshape(self.instances, self.population, -1)
         tell = jax.vmap(lambda k, x, f, s: self._es.tell(k, x, f, s, self._es_params())[0])
         strategy = tell(jax.random.split(k_tell, self.instances), evaluated, -gain, state.strategy)
         stale = jnp.where((gain > 0).any(axis=1), 0, state.stale + 1)
         restart = stale >= self.restart_after
-        fresh, centers = self._start(k_restart, archive, params.log_threshold)
+        fresh, centers, template = self._start(k_restart, archive, params)
         pick = lambda new, old: jnp.where(restart.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)  # noqa: E731
         return ESState(
             strategy=jax.tree.map(pick, fresh, strategy),
             center=jnp.where(restart, centers, state.center),
             stale=jnp.where(restart, 0, stale),
+            template=jax.tree.map(pick, template, state.template),
         )

@@ -1,8 +1,11 @@
 """One self-contained HTML page per run: how easily was this model fooled?
 
 ``report.html`` embeds every picture (as data URIs), so it can be mailed or attached as one
-file: the elites gallery with class names and confidences, evaluations-to-fool per class (a
-histogram and a table), the progress plot, and the run's config and environment.
+file: the paper's ImageNet figures (median best confidence, share of classes at 99 % and
+99.99 %), the elites gallery with class names and confidences, evaluations-to-fool per class
+(a histogram and a table), the progress plot, and the run's config and environment. A run of
+more than :data:`CLASSES_PER_PAGE` classes (all 1000 of ImageNet) continues its gallery and
+table on ``report-002.html``, ... linked from each page.
 """
 
 from __future__ import annotations
@@ -77,8 +80,26 @@ def _unused_fields(encoding: str | None) -> set[str]:
     return cppn if encoding == "direct" else direct_only if encoding == "cppn" else set()
 
 
-def write_report(run_dir: str, path: str | None = None) -> str:
-    """Writes ``report.html`` for a finished run directory; returns its path."""
+CLASSES_PER_PAGE = 100  # more classes than this: the gallery and per-class table continue on further pages
+
+
+def _page_paths(path: str, pages: int) -> list[str]:
+    """``report.html``, ``report-002.html``, ...: the files of a report of ``pages`` pages."""
+    stem, ext = os.path.splitext(path)
+    return [path] + [f"{stem}-{i + 1:03d}{ext}" for i in range(1, pages)]
+
+
+def _write_html(path: str, parts: list[str]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("\n".join(parts))
+    os.replace(tmp, path)
+
+
+def write_report(run_dir: str, path: str | None = None, per_page: int = CLASSES_PER_PAGE) -> str:
+    """Writes ``report.html`` for a finished run directory; returns its path. With more than
+    ``per_page`` classes, the first page holds the first ``per_page`` of them and links to
+    ``report-002.html``, ... (the same gallery and table for the next classes)."""
     with open(os.path.join(run_dir, "summary.json")) as f:
         summary = json.load(f)
     config = summary["config"]
@@ -88,9 +109,45 @@ def write_report(run_dir: str, path: str | None = None) -> str:
     threshold = config["threshold"]
     paths = pictures.elite_paths(run_dir, classes, names, [s["seed"] for s in seeds] if len(seeds) > 1 else None)
     e = html.escape
+    ranges = [range(i, min(i + per_page, len(classes))) for i in range(0, len(classes), per_page)]
+    files = _page_paths(path or os.path.join(run_dir, "report.html"), len(ranges))
+    nav = ("<p class='pages'>classes: " + " · ".join(
+        f"<a href='{e(os.path.basename(f))}'>{r.start + 1}–{r.stop}</a>" for f, r in zip(files, ranges)) + "</p>"
+        if len(ranges) > 1 else "")
 
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>jaxfool report: {e(summary['classifier'])}</title>"
-             f"<style>{CSS}</style></head><body>"]
+    def head(title: str) -> str:
+        return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
+                f"<style>{CSS}</style></head><body>")
+
+    def gallery(cells: range) -> list[str]:
+        """The elites of the classes ``cells``."""
+        out = ["<h2>Elites</h2><p>Each image is labelled with its class and the network's confidence; "
+               "a red border marks a class not fooled.</p>"]
+        for k, s in enumerate(seeds):
+            if len(seeds) > 1:
+                out.append(f"<h3>seed {s['seed']}</h3>")
+            out.append("<div class='gallery'>")
+            for c in cells:
+                p, conf = paths[k][c], s["best_confidence"][c]
+                miss = "" if conf >= threshold else " class='miss'"
+                img = f"<img alt='{e(names[c])}' src='{_data_uri(_thumbnail(p))}'>" if os.path.exists(p) else "<div>(empty)</div>"
+                out.append(f"<figure{miss}>{img}<figcaption>{classes[c]} {e(names[c])}<br>{pictures.confidence_label(conf)}</figcaption></figure>")
+            out.append("</div>")
+        return out
+
+    def table(cells: range) -> list[str]:
+        """Evaluations to fool each of the classes ``cells``, per seed, and their median best confidence."""
+        header = "".join(f"<th>seed {s['seed']}</th>" for s in seeds)
+        out = [f"<table><tr><th>class</th><th>name</th>{header}<th>best confidence (median)</th></tr>"]
+        for c in cells:
+            row = "".join(f"<td>{per_class[k][c]:,}</td>" if per_class[k][c] is not None else "<td>not fooled</td>" for k in range(len(seeds)))
+            median = float(np.median([s["best_confidence"][c] for s in seeds]))
+            out.append(f"<tr><td>{classes[c]}</td><td class='name'>{e(names[c])}</td>{row}<td>{pictures.confidence_label(median)}</td></tr>")
+        return out + ["</table>"]
+
+    per_class = [s["evaluations_to_threshold_per_class"] for s in seeds]
+    title = f"jaxfool report: {summary['classifier']}"
+    parts = [head(title)]
     fooled = [s["classes_fooled"] for s in seeds]
     parts.append(f"<h1>How easily is <code>{e(summary['classifier'])}</code> fooled?</h1>")
     parts.append(
@@ -99,6 +156,14 @@ def write_report(run_dir: str, path: str | None = None) -> str:
         f"within {max(s['evaluations'] for s in seeds):,} evaluations per seed. "
         f"Wall time {summary['wall_time_s']:.1f} s on {e(summary['device']['kind'])} "
         f"({summary['device']['count']} device(s)).</p>"
+    )
+    best = np.array([s["best_confidence"] for s in seeds], np.float64)  # [seeds, classes]
+    parts.append(
+        "<p>As the paper reports ImageNet: median best confidence over the classes "
+        + ", ".join(f"{100 * float(np.median(b)):.2f}%" for b in best)
+        + (" (per seed)" if len(seeds) > 1 else "")
+        + f"; classes at or above 99%: {100 * float((best >= 0.99).mean()):.1f}%, at or above 99.99%: "
+        f"{100 * float((best >= 0.9999).mean()):.1f}%. Per class: <code>classes.csv</code>.</p>"
     )
     if "classes_fooled_float32" in seeds[0]:
         parts.append(
@@ -116,33 +181,14 @@ def write_report(run_dir: str, path: str | None = None) -> str:
         "images scored by the network (the random images of generation 0 included); <em>evaluations to fool</em> a "
         "class are those spent until its cell first reached the threshold.</p>"
     )
-    parts.append("<h2>Elites</h2><p>Each image is labelled with its class and the network's confidence; "
-                 "a red border marks a class not fooled.</p>")
-    for k, s in enumerate(seeds):
-        if len(seeds) > 1:
-            parts.append(f"<h3>seed {s['seed']}</h3>")
-        parts.append("<div class='gallery'>")
-        for c, name in enumerate(names):
-            p = paths[k][c]
-            conf = s["best_confidence"][c]
-            miss = "" if conf >= threshold else " class='miss'"
-            img = f"<img alt='{e(name)}' src='{_data_uri(_thumbnail(p))}'>" if os.path.exists(p) else "<div>(empty)</div>"
-            parts.append(f"<figure{miss}>{img}<figcaption>{classes[c]} {e(name)}<br>{pictures.confidence_label(conf)}</figcaption></figure>")
-        parts.append("</div>")
-
-    per_class = [s["evaluations_to_threshold_per_class"] for s in seeds]
+    parts.append(nav)
+    parts.extend(gallery(ranges[0]))
     flat = [x for row in per_class for x in row]
     budget = summary["evaluation_budget"]
     parts.append("<h2>Evaluations to fool each class</h2><p>How many classes were fooled within how many "
                  "evaluations (left means easier), and per class and seed the evaluations it took.</p>"
                  f"<img alt='histogram of evaluations to fool' src='{_data_uri(_histogram(flat, budget, threshold))}'>")
-    header = "".join(f"<th>seed {s['seed']}</th>" for s in seeds)
-    parts.append(f"<table><tr><th>class</th><th>name</th>{header}<th>best confidence (median)</th></tr>")
-    for c, name in enumerate(names):
-        cells = "".join(f"<td>{per_class[k][c]:,}</td>" if per_class[k][c] is not None else "<td>not fooled</td>" for k in range(len(seeds)))
-        median = float(np.median([s["best_confidence"][c] for s in seeds]))
-        parts.append(f"<tr><td>{classes[c]}</td><td class='name'>{e(name)}</td>{cells}<td>{pictures.confidence_label(median)}</td></tr>")
-    parts.append("</table>")
+    parts.extend(table(ranges[0]))
 
     progress = os.path.join(run_dir, "progress.png")
     if os.path.exists(progress):
@@ -161,13 +207,12 @@ def write_report(run_dir: str, path: str | None = None) -> str:
     rate = summary.get("evals_per_s")
     parts.append(f"<tr><td class='name'>evaluations/s</td><td class='name'>{f'{rate:,.0f}' if rate else '-'}</td></tr>")
     parts.append("</table></body></html>")
-
-    path = path or os.path.join(run_dir, "report.html")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(parts))
-    os.replace(tmp, path)
-    return path
+    _write_html(files[0], parts)
+    for f, cells in zip(files[1:], ranges[1:]):
+        _write_html(f, [head(f"{title}, classes {cells.start + 1}–{cells.stop}"),
+                        f"<h1>Classes {cells.start + 1}–{cells.stop} of {len(classes)}</h1>", nav,
+                        *gallery(cells), "<h2>Evaluations to fool each class</h2>", *table(cells), "</body></html>"])
+    return files[0]
 
 
 def write_sweep_report(out_dir: str, rows: list[dict], point_dirs: list[str], axes: list[str]) -> str:

@@ -59,6 +59,27 @@ def _float32_confidence(exp: Experiment, images: np.ndarray) -> np.ndarray:
     return np.exp(np.diagonal(log_p, axis1=1, axis2=2))
 
 
+def class_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """``classes.csv``: one row per seed and class of a summary: its best confidence and the
+    generation (and evaluations) at which its cell first reached 99 % and 99.99 % (empty: never).
+
+    >>> summary = {"classes": [{"index": 0, "name": "zero"}], "seeds": [{"seed": 0, "best_confidence": [0.995],
+    ...            "generations_to_0.99_per_class": [7], "generations_to_0.9999_per_class": [None]}]}
+    >>> row = class_rows(summary)[0]
+    >>> row["name"], row["best_confidence"], row["generation_0.99"], row["generation_0.9999"]
+    ('zero', 0.995, 7, '')
+    """
+    rows = []
+    for s in summary["seeds"]:
+        for c, cls in enumerate(summary["classes"]):
+            row = {"seed": s["seed"], "class": cls["index"], "name": cls["name"], "best_confidence": s["best_confidence"][c]}
+            for t in REPORTED:
+                g = s[f"generations_to_{t:g}_per_class"][c]
+                row[f"generation_{t:g}"] = "" if g is None else g
+            rows.append(row)
+    return rows
+
+
 def summarize(exp: Experiment, result: Result, lanes: slice) -> dict[str, Any]:
     """The summary of experiment ``exp``, whose lanes in ``result`` are ``lanes``.
 
@@ -82,12 +103,16 @@ def summarize(exp: Experiment, result: Result, lanes: slice) -> dict[str, Any]:
             "classes_fooled": int((fitness[k] >= math.log(exp.config.threshold)).sum()),
             "cells_never_filled": int((~filled[k]).sum()),  # no finite score ever (a NaN/inf model)
             "regularity": regularity(images[k]),
+            # The paper's ImageNet figures: the median over classes, and the share of classes at 99 % / 99.99 %.
+            "median_confidence": float(np.median(confidence[k])),
+            **{f"fraction_at_least_{t:g}": float((fitness[k] >= math.log(t)).mean()) for t in REPORTED},
         }
         for t in sorted(set(REPORTED) | {exp.config.threshold}):
             reached = result.reached[t][lanes][k]
             every = int(reached.max()) if (reached >= 0).all() else None
             entry[f"generations_to_{t:g}"] = every
             entry[f"evaluations_to_{t:g}"] = None if every is None else int(exp.engine.evaluations(every))
+            entry[f"generations_to_{t:g}_per_class"] = [int(g) if g >= 0 else None for g in reached]
         if again is not None:
             entry["best_confidence_float32"] = [float(p) for p in again[k]]
             entry["classes_fooled_float32"] = int((again[k] >= exp.config.threshold).sum())

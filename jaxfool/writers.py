@@ -22,8 +22,8 @@ from jaxfool.distributed import is_main_process
 from jaxfool.evolution import Result
 from jaxfool.experiment import Experiment
 from jaxfool.report import write_report
-from jaxfool.summary import summarize
-from jaxfool.tables import write_json
+from jaxfool.summary import class_rows, summarize
+from jaxfool.tables import write_csv, write_json
 
 FULL_CELLS = 100  # archives up to this size log every cell; bigger ones log quantiles
 
@@ -275,6 +275,7 @@ def write_outputs(exp: Experiment, result: Result, lanes: slice, out_dir: str) -
             os.path.join(out_dir, "progress.png"), gens, values, exp.cell_names if per_cell else None, title=title
         )
     write_json(os.path.join(out_dir, "summary.json"), summary)
+    write_csv(os.path.join(out_dir, "classes.csv"), class_rows(summary))
     write_report(out_dir)
     return summary
 

@@ -81,7 +81,9 @@ def main() -> int:
             if s["generations"] > to:  # --no-stop-when-fooled: it went on
                 reached += f", ran {s['generations']} generations ({s['evaluations']:,} evaluations)"
         else:
-            reached = f"{s['classes_fooled']}/{cells} classes >= {pct} after {s['generations']} generations ({s['evaluations']:,} evaluations)"
+            reached = (f"{s['classes_fooled']}/{cells} classes >= {pct} after {s['generations']} generations ({s['evaluations']:,} evaluations); "
+                       f"median best confidence {100 * s['median_confidence']:.2f}%, {100 * s['fraction_at_least_0.99']:.0f}% of classes >= 99%, "
+                       f"{100 * s['fraction_at_least_0.9999']:.0f}% >= 99.99%")
         empty = f"; {s['cells_never_filled']} cells never filled (the network gave no finite score)" if s["cells_never_filled"] else ""
         again = (f"; re-scored in float32, {s['classes_fooled_float32']}/{cells} stay >= {pct}"
                  if "classes_fooled_float32" in s else "")

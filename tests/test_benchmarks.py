@@ -27,6 +27,15 @@ def test_throughput_benchmark_compares_step_with_forward():
     assert abs(row["ratio"] - row["step_evals_per_s"] / row["forward_evals_per_s"]) < 0.01
 
 
+def test_throughput_benchmark_compares_numbers_of_cells():
+    rows = _bench("throughput.py", "--presets", "mnist-direct-fast", "--batches", "32", "--cells", "2,10",
+                  "--generations", "2", "--repeats", "1", "--grow", "0", "--seeds", "")
+    few, many = [r for r in rows if "ratio" in r]
+    assert (few["cells"], many["cells"]) == (2, 10) and few["state_mib"] < many["state_mib"]  # 5x the elites
+    (compared,) = [r for r in rows if "step_10_over_2_cells" in r]
+    assert compared["step_10_over_2_cells"] == round(many["step_evals_per_s"] / few["step_evals_per_s"], 3)
+
+
 def test_emitters_benchmark_counts_evaluations_to_fool():
     rows = _bench("emitters.py", "--seeds", "1", "--generations", "60", "--only", "(default)")
     (row,) = rows

@@ -40,6 +40,44 @@ def test_es_emitter_emits_tells_and_restarts(strategy):
     assert (state.stale == 0).all()
 
 
+def test_es_emitter_searches_a_cppn_elites_weights_on_its_topology():
+    from jaxfool.encodings.cppn import CPPNEncoding, CPPNParams
+
+    enc = CPPNEncoding((8, 8, 1), max_hidden=4, max_conns=12)
+    params = Params(model=None, variation=CPPNParams())
+    grown = enc.init(jax.random.key(0), 4)
+    for step in range(6):  # hidden nodes and new connections: distinct topologies
+        grown = enc.mutate(jax.random.key(10 + step), grown, 0, params.variation)
+    assert int(grown.node_on.sum()) > 4 * 5
+    genes = enc.genes(grown, params.variation)
+    assert genes.shape == (4, enc.num_genes) and float(genes.min()) >= 0 and float(genes.max()) <= 1
+    again = enc.with_genes(grown, genes, params.variation)  # genes -> genome is exact on used slots
+    np.testing.assert_allclose(np.where(grown.conn_on, again.weight, 0), np.where(grown.conn_on, grown.weight, 0), atol=1e-5)
+
+    scores = jnp.log(jax.nn.softmax(jax.random.normal(jax.random.key(1), (4, 4)) * 3))
+    archive, _ = insert(empty_archive(jax.tree.map(lambda g: g[0], grown), 4), grown, scores, 0, jnp.full((4,), -1))
+    em = ESEmitter(enc, "snes", batch_size=20, population=10)
+    state = em.init(jax.random.key(2), archive, params)
+    children, parents, state = em.emit(jax.random.key(3), archive, state, 1, params)
+    centre = jax.tree.map(lambda g: g[parents], archive.genomes)
+    for field in ("source", "target", "conn_on", "node_on", "activation", "position"):  # the centre's topology
+        np.testing.assert_array_equal(getattr(children, field), getattr(centre, field))
+    moved = np.abs(np.asarray(children.weight - centre.weight))[np.asarray(centre.conn_on)]
+    assert moved.max() > 0.1 and (np.asarray(children.weight)[~np.asarray(centre.conn_on)] == 0).all()
+    assert enc.render(children).shape == (20, 8, 8, 1)
+
+
+def test_es_emitter_alone_raises_cppn_cells_and_counts_its_evaluations(lenet):
+    exp = build_experiment(load_preset("mnist-cppn", emitters=("snes",), batch=40, es_population=20), classifier=lenet)
+    keys = seed_keys([0])
+    params = exp.lane_params(stop=np.inf, max_generation=2**31 - 1)
+    start = init_seeds(exp.engine, params, keys)
+    state = run_generations(exp.engine, params, start, keys, 15)[0]
+    gained = np.asarray(state.archive.fitness[0] - start.archive.fitness[0])
+    assert (gained >= 0).all() and (gained > 0.1).sum() >= 3  # the strategies' offspring replaced elites
+    assert int(state.generation[0]) == 15 and exp.engine.evaluations(15) == 40 + 15 * 40  # generation 0 counted
+
+
 def test_archive_gain():
     enc = DirectEncoding((2, 2, 1))
     archive = _filled_archive(enc, 3)
@@ -83,8 +121,6 @@ def test_es_emitters_resume_bit_identical(tmp_path):
 def test_emitter_config_errors():
     with pytest.raises(ConfigError, match="unknown emitter 'pso'"):
         load_preset(emitters=("pso",))
-    with pytest.raises(ConfigError, match="need the direct encoding"):
-        load_preset("mnist-cppn", emitters=("snes",))
     with pytest.raises(ConfigError, match="below es_population"):
         build_experiment(load_preset(emitters=("mutation", "snes"), batch=40, es_population=40))
     with pytest.raises(ConfigError, match="population must be even for open_es"):

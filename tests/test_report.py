@@ -118,3 +118,47 @@ def test_write_report_for_a_big_image_run_uses_thumbnails(tmp_path):
     parser.feed(text)
     thumb = Image.open(io.BytesIO(base64.b64decode(parser.images[0]["src"].split(",", 1)[1])))
     assert max(thumb.size) <= 96
+
+
+STAND_IN_1000 = """
+import jax, jax.numpy as jnp
+def make():  # 1000 classes over 8x8 colour images: a fixed random linear map, a stand-in for ImageNet
+    w = jax.random.normal(jax.random.key(0), (8 * 8 * 3, 1000)) * 3.0
+    return (lambda p, x: x.reshape(x.shape[0], -1) @ p), w, (8, 8, 3), [f"class {i}" for i in range(1000)]
+"""
+
+
+@pytest.mark.slow
+def test_a_1000_class_run_writes_classes_csv_and_a_paginated_report(tmp_path, monkeypatch):
+    import csv
+    import json
+
+    (tmp_path / "standin1000.py").write_text(STAND_IN_1000)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    out = tmp_path / "run"
+    config = load_preset("mnist-cppn", classifier="standin1000:make", color_space="hls", batch=64, generations=4, chunk=2)
+    summary = run(config, str(out), progress_bar=False)
+    seed = summary["seeds"][0]
+    best = seed["best_confidence"]
+    assert len(best) == 1000 and seed["median_confidence"] == pytest.approx(sorted(best)[499] / 2 + sorted(best)[500] / 2)
+    assert seed["fraction_at_least_0.99"] == pytest.approx(sum(b >= 0.99 for b in best) / 1000)
+
+    rows = list(csv.DictReader(open(out / "classes.csv")))
+    assert [r["name"] for r in rows] == [f"class {i}" for i in range(1000)]
+    assert [float(r["best_confidence"]) for r in rows] == pytest.approx(best)
+    reached = seed["generations_to_0.99_per_class"]
+    assert [r["generation_0.99"] for r in rows] == ["" if g is None else str(g) for g in reached]
+    assert any(g is not None for g in reached) and any(g is None for g in reached)  # the file tells them apart
+
+    pages = ["report.html"] + [f"report-{i:03d}.html" for i in range(2, 11)]
+    assert sorted(p.name for p in out.glob("report*.html")) == sorted(pages)
+    for i, page in enumerate(pages):
+        parser = _Collect()
+        parser.feed(open(out / page).read())
+        shown = [img["alt"] for img in parser.images if img.get("alt", "").startswith("class ")]
+        assert shown == [f"class {c}" for c in range(100 * i, 100 * i + 100)]  # its own 100 classes, in order
+        text = open(out / page).read()
+        assert all(f"href='{p}'" in text for p in pages)  # every page links to every page
+    first = open(out / "report.html").read()
+    assert f"median best confidence over the classes {100 * seed['median_confidence']:.2f}%" in first
+    assert json.load(open(out / "summary.json"))["seeds"][0]["median_confidence"] == seed["median_confidence"]

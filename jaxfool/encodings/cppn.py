@@ -197,6 +197,27 @@ class CPPNEncoding:
 
         return g.replace(weight=mutate(k_w, g.weight), bias=mutate(k_b, g.bias))
 
+    # ---------------------------------------------------------------- real-valued genes
+    @property
+    def num_genes(self) -> int:
+        """Real-valued genes per genome (for evolution strategies): every weight and bias slot."""
+        return self.max_conns + self.num_nodes
+
+    def genes(self, genomes: CPPNGenome, params: CPPNParams) -> jax.Array:
+        """float32 ``[n, max_conns + num_nodes]`` in [0, 1]: weights, then biases, each mapped
+        from [-weight_range, weight_range]. The topology and functions are not genes."""
+        r = params.weight_range
+        return (jnp.concatenate([genomes.weight, genomes.bias], axis=1) + r) / (2.0 * r)
+
+    def with_genes(self, genomes: CPPNGenome, genes: jax.Array, params: CPPNParams) -> CPPNGenome:
+        """``genomes`` (leaves ``[n, ...]``) with their weights and biases set from ``genes``
+        ``[n, max_conns + num_nodes]`` (clipped to [0, 1]): an evolution strategy searches the
+        continuous parameters of a fixed topology, as in CMA-ME on a CPPN. Unused slots keep 0."""
+        r = params.weight_range
+        values = jnp.clip(genes, 0.0, 1.0) * 2.0 * r - r
+        weight, bias = values[:, : self.max_conns], values[:, self.max_conns :]
+        return genomes.replace(weight=jnp.where(genomes.conn_on, weight, 0.0), bias=jnp.where(genomes.node_on, bias, 0.0))
+
     def _mutate_activations(self, key, g: CPPNGenome, p: CPPNParams) -> CPPNGenome:
         k_flip, k_new = jax.random.split(key)
         is_input, _, _ = self._kinds()

@@ -8,6 +8,8 @@ Variation works on the genes scaled to [0, 1] and rounds back to 256 levels.
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -112,13 +114,19 @@ class DirectEncoding:
         moved = e + jnp.round(params.recombine_scale * step)
         return jnp.clip(moved, 0, 255).astype(jnp.uint8).reshape(elites.shape)
 
-    def genes(self, genomes: jax.Array) -> jax.Array:
+    @property
+    def num_genes(self) -> int:
+        """Real-valued genes per genome (for evolution strategies): one per pixel channel."""
+        return math.prod(self.image_shape)
+
+    def genes(self, genomes: jax.Array, params: Any = None) -> jax.Array:
         """uint8 ``[n, H, W, ch]`` -> float32 ``[n, D]`` in [0, 1] (for evolution strategies)."""
         return _to_unit(genomes).reshape(genomes.shape[0], -1)
 
-    def from_genes(self, genes: jax.Array) -> jax.Array:
-        """float32 ``[n, D]`` in [0, 1] -> uint8 ``[n, H, W, ch]``."""
-        return _to_uint8(jnp.clip(genes, 0.0, 1.0)).reshape(genes.shape[0], *self.image_shape)
+    def with_genes(self, genomes: jax.Array, genes: jax.Array, params: Any = None) -> jax.Array:
+        """float32 ``[n, D]`` in [0, 1] -> uint8 ``[n, H, W, ch]``: the genes are the whole
+        genome, so ``genomes`` (the strategies' templates) only give the shape."""
+        return _to_uint8(jnp.clip(genes, 0.0, 1.0)).reshape(genomes.shape)
 
     def render(self, genomes: jax.Array) -> jax.Array:
         """uint8 ``[n, H, W, ch]`` -> float32 ``[n, H, W, ch]`` in [0, 1] (multiples of 1/255)."""
