@@ -75,3 +75,19 @@ def test_gpu_suite_runs_every_section_small_on_cpu():
     assert len(fool) == 2 and all(r["run_wall_s_compiled"] < r["run_wall_s"] for r in fool)
     (seeds,) = [r for r in rows if r["section"] == "seeds"]
     assert seeds["seeds"] == 2 and seeds["all_fooled"]
+
+
+def test_ten_crop_benchmark_rescores_the_same_elites_both_ways(tmp_path):
+    from jaxfool.presets import load_preset
+    from jaxfool.runner import run
+
+    out = tmp_path / "run"
+    summary = run(load_preset("mnist-cppn", generations=3, batch=40), str(out), progress_bar=False)
+    (row,) = _bench("ten_crop.py", str(out), "--batch", "4", "--repeats", "1")
+    assert row["elites"] == 10 and (row["one_crop"]["side"], row["ten_crop"]["side"]) == (28, 32)
+    # one crop at the network's size is how the run scored its elites
+    assert row["one_crop"]["median_confidence"] == pytest.approx(summary["seeds"][0]["median_confidence"], rel=1e-4)
+    assert row["ten_crop"]["median_confidence"] != row["one_crop"]["median_confidence"]
+    assert row["ten_crop_time_over_one"] > 1  # ten forward passes per image
+    proc = run_script("ten_crop.py", str(tmp_path), folder="benchmarks")
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path} is not a run directory (no config.json)"

@@ -108,10 +108,12 @@ def test_mixed_emitters_split_the_batch_and_run():
     assert state.emitters[1].center.shape == (2, 4)  # per seed, 4 SNES instances of 20
 
 
-def test_es_emitters_resume_bit_identical(tmp_path):
+@pytest.mark.parametrize("preset", ["mnist-direct-fast", "mnist-cppn"])  # CPPN instances also checkpoint their topology
+def test_es_emitters_resume_bit_identical(tmp_path, preset):
     from jaxfool.runner import resume_config, run
 
-    config = load_preset(emitters=("mutation", "sep_cma_es"), generations=12, chunk=4, checkpoint_every=4, stop_when_fooled=False)
+    config = load_preset(preset, emitters=("mutation", "sep_cma_es"), generations=12, chunk=4, checkpoint_every=4,
+                         stop_when_fooled=False, es_restart=3)
     whole = run(config, str(tmp_path / "whole"), progress_bar=False)
     run(config, str(tmp_path / "part"), progress_bar=False, max_chunks=1)
     resumed = run(resume_config(str(tmp_path / "part")), str(tmp_path / "part"), resume=True, progress_bar=False)
