@@ -121,7 +121,8 @@ def elites_grid(
         # One row: cells wrap 10 to a line. Several rows (seeds): one line per row.
         cols = min(len(page), 10) if rows == 1 else len(page)
         lines = -(-len(page) // cols) if rows == 1 else rows
-        fig, axes = plt.subplots(lines, cols, figsize=(1.6 * cols, 1.9 * lines + 0.4), squeeze=False)
+        strip = 0.35 if title else 0.0  # inches for the title above the grid
+        fig, axes = plt.subplots(lines, cols, figsize=(1.6 * cols, 1.9 * lines + 0.4 + strip), squeeze=False)
         for ax in axes.flat:
             ax.axis("off")
         for r in range(rows):
@@ -135,12 +136,27 @@ def elites_grid(
         if title:
             suffix = f" (page {page_index + 1}/{len(pages)})" if len(pages) > 1 else ""
             fig.suptitle(title + suffix, fontsize=10)
-        fig.tight_layout()
+        # Leave the title its own strip: tight_layout alone lets it cover the first row's names.
+        fig.tight_layout(rect=(0, 0, 1, 1 - strip / fig.get_figheight()))
         out = path if len(pages) == 1 else f"{stem}-{page_index + 1:03d}{ext}"
         fig.savefig(out, dpi=100)
         plt.close(fig)
         written.append(out)
     return written
+
+
+def quantile_lines(gap: np.ndarray) -> dict[str, np.ndarray]:
+    """What the progress plot of a big archive draws, from ``gap`` ``[T, K, 5]``: 1 - the
+    quantiles (min, q1, median, q3, max over cells) of the log-confidence, median over seeds.
+    The best class has the largest confidence, so the smallest gap (the last quantile).
+
+    >>> lines = quantile_lines(1 - np.array([[[0.1, 0.2, 0.5, 0.8, 0.99]]]))
+    >>> round(float(lines["best class"][0]), 6), round(float(lines["worst class"][0]), 6)
+    (0.01, 0.9)
+    """
+    median = np.median(gap, axis=1)  # over seeds
+    return {"quartiles over classes": (median[:, 1], median[:, 3]), "median over classes": median[:, 2],
+            "best class": median[:, 4], "worst class": median[:, 0]}
 
 
 def progress_plot(
@@ -167,10 +183,11 @@ def progress_plot(
     gap = np.maximum(-np.expm1(np.asarray(fitness, np.float64)), 1e-12)  # 1 - p, exact near p = 1
     fig, ax = plt.subplots(figsize=(8, 5))
     if names is None:
-        median = np.median(gap, axis=1)  # over seeds
-        ax.fill_between(generations, median[:, 1], median[:, 3], alpha=0.3, label="quartiles over classes")
-        ax.plot(generations, median[:, 2], label="median over classes")
-        ax.plot(generations, median[:, 0], lw=0.8, ls=":", label="best class")
+        lines = quantile_lines(gap)
+        ax.fill_between(generations, *lines["quartiles over classes"], alpha=0.3, label="quartiles over classes")
+        ax.plot(generations, lines["median over classes"], label="median over classes")
+        ax.plot(generations, lines["best class"], lw=0.8, ls=":", label="best class")
+        ax.plot(generations, lines["worst class"], lw=0.8, ls="-.", label="worst class")
     else:
         median = np.median(gap, axis=1)
         cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
