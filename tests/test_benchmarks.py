@@ -77,6 +77,7 @@ def test_gpu_suite_runs_every_section_small_on_cpu():
     assert seeds["seeds"] == 2 and seeds["all_fooled"]
 
 
+@pytest.mark.slow
 def test_ten_crop_benchmark_rescores_the_same_elites_both_ways(tmp_path):
     from jaxfool.presets import load_preset
     from jaxfool.runner import run
