@@ -23,7 +23,7 @@ import numpy as np
 from jaxfool import checkpointing
 from jaxfool.cli import run_main
 from jaxfool.errors import ConfigError
-from jaxfool.experiment import build_experiment
+from jaxfool.experiment import build_experiment, image_shape
 from jaxfool.map_elites import init_seeds, seed_keys
 from jaxfool.runner import resume_config
 from jaxfool.scoring import make_score_fn
@@ -44,8 +44,9 @@ def compare(run_dir: str, batch: int = 16, repeats: int = 3) -> dict:
     genomes = jax.tree.map(lambda g: g[filled], archive.genomes)
     cells = np.asarray(exp.cells)[filled]
     size = exp.classifier.input_shape[0]
+    ten_side = image_shape(config.replace(ten_crop=True, render_size=0), exp.classifier)[0]
     rows = {}
-    for name, side, ten in (("one_crop", size, False), ("ten_crop", (size * 8 + 6) // 7, True)):
+    for name, side, ten in (("one_crop", size, False), ("ten_crop", ten_side, True)):
         score = jax.jit(make_score_fn(exp.classifier, cells.tolist(), ten_crop=ten))
         render = jax.jit(lambda g, side=side: exp.encoding.render(g, side, side))
         confidence, best = [], float("inf")

@@ -9,6 +9,7 @@ and the one before it is used.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -99,16 +100,13 @@ class _NotFromOrbaxWriters(logging.Filter):
 _ORBAX = os.sep + os.path.join("orbax", "checkpoint") + os.sep
 
 
+@functools.cache
 def _quiet_failed_saves() -> None:
     """Keeps a failed save (disk full) to the one line its caller prints. The failure reaches the
     caller while the save's other writers are still failing, and they go on reporting it for a
     while, up to interpreter exit: each writer thread logs a traceback (absl), asyncio logs the
     gathered futures nobody read, and tensorstore's callbacks hit orbax's closed event loop
-    (unraisable). Installed once per process; everything else is still printed."""
-    global _quiet_installed
-    if _quiet_installed:
-        return
-    _quiet_installed = True
+    (unraisable). Installed once per process (cached); everything else is still printed."""
     for name in ("absl", "asyncio"):
         logging.getLogger(name).addFilter(_NotFromOrbaxWriters())
     previous = sys.unraisablehook
@@ -118,9 +116,6 @@ def _quiet_failed_saves() -> None:
             previous(unraisable)
 
     sys.unraisablehook = hook
-
-
-_quiet_installed = False
 
 
 def all_steps(directory: str) -> list[int]:

@@ -104,7 +104,7 @@ class ESState:
     strategy: Any
     center: jax.Array
     stale: jax.Array
-    template: Any = ()  # genomes [E, ...] the genes are written into (CPPN: the centre's topology); () for direct
+    template: Any = ()  # encoding.gene_template of the centres, leaves [E, ...] (CPPN: their topology; direct: ())
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -112,9 +112,10 @@ class ESEmitter:
     """CMA-ME-style improvement emitter over an encoding's real-valued genes.
 
     Attributes:
-      encoding: must offer ``num_genes``, ``genes(genomes, params) -> [n, D] in [0, 1]`` and
-        ``with_genes(genomes, genes, params)`` (direct: the pixels; CPPN: the weights and biases
-        of the centre elite's topology, which the instance keeps until it restarts).
+      encoding: must offer ``num_genes``, ``genes(genomes, params) -> [n, D] in [0, 1]``,
+        ``gene_template(genomes)`` (what the genes leave out) and ``with_genes(template, genes,
+        params)`` (direct: the pixels, no template; CPPN: the weights and biases of the centre
+        elite's topology, which the instance keeps until it restarts).
       strategy: a key of :data:`ES_STRATEGIES` (``cma_es`` is O(D^3) per generation).
       batch_size: offspring per generation; ``batch_size // population`` instances.
       population: offspring per instance per generation.
@@ -155,17 +156,13 @@ class ESEmitter:
     def _es_params(self):
         return self._es_params_value
 
-    @property
-    def _keeps_template(self) -> bool:
-        return self.encoding.name != "direct"  # direct genes are the whole genome
-
     def _start(self, key: jax.Array, archive: Archive, params: Any) -> tuple[Any, jax.Array, Any]:
         k_cell, k_init = jax.random.split(key)
         centers = select_parents(k_cell, archive, self.instances, self.selection, params.log_threshold)
         elites = jax.tree.map(lambda g: g[centers], archive.genomes)
         means = self.encoding.genes(elites, params.variation)
         init = jax.vmap(lambda k, m: self._es.init(k, m, self._es_params()))
-        return init(jax.random.split(k_init, self.instances), means), centers, elites if self._keeps_template else ()
+        return init(jax.random.split(k_init, self.instances), means), centers, self.encoding.gene_template(elites)
 
     def init(self, key: jax.Array, archive: Archive, params: Any) -> ESState:
         strategy, centers, template = self._start(key, archive, params)
@@ -175,9 +172,8 @@ class ESEmitter:
         ask = jax.vmap(lambda k, s: self._es.ask(k, s, self._es_params()))
         population, strategy = ask(jax.random.split(key, self.instances), state.strategy)  # [E, lambda, D]
         parents = jnp.repeat(state.center, self.population)
-        like = jax.tree.map(lambda g: jnp.repeat(g, self.population, axis=0), state.template) if self._keeps_template \
-            else jax.tree.map(lambda g: g[parents], archive.genomes)
-        genomes = self.encoding.with_genes(like, jnp.clip(population.reshape(self.batch_size, -1), 0.0, 1.0), params.variation)
+        template = jax.tree.map(lambda g: jnp.repeat(g, self.population, axis=0), state.template)
+        genomes = self.encoding.with_genes(template, jnp.clip(population.reshape(self.batch_size, -1), 0.0, 1.0), params.variation)
         return genomes, parents, state.replace(strategy=strategy)
 
     def tell(self, key, state: ESState, archive: Archive, genomes, parents, scores, params) -> ESState:

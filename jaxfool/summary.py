@@ -61,7 +61,7 @@ def _float32_confidence(exp: Experiment, images: np.ndarray) -> np.ndarray:
 
 def class_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     """``classes.csv``: one row per seed and class of a summary: its best confidence and the
-    generation (and evaluations) at which its cell first reached 99 % and 99.99 % (empty: never).
+    generation at which its cell first reached 99 % and 99.99 % (empty: never).
 
     >>> summary = {"classes": [{"index": 0, "name": "zero"}], "seeds": [{"seed": 0, "best_confidence": [0.995],
     ...            "generations_to_0.99_per_class": [7], "generations_to_0.9999_per_class": [None]}]}

@@ -209,6 +209,11 @@ class CPPNEncoding:
         r = params.weight_range
         return (jnp.concatenate([genomes.weight, genomes.bias], axis=1) + r) / (2.0 * r)
 
+    def gene_template(self, genomes: CPPNGenome) -> CPPNGenome:
+        """What of ``genomes`` the genes leave out (topology, functions): the genomes themselves,
+        whose weights and biases :meth:`with_genes` overwrites."""
+        return genomes
+
     def with_genes(self, genomes: CPPNGenome, genes: jax.Array, params: CPPNParams) -> CPPNGenome:
         """``genomes`` (leaves ``[n, ...]``) with their weights and biases set from ``genes``
         ``[n, max_conns + num_nodes]`` (clipped to [0, 1]): an evolution strategy searches the

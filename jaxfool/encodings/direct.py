@@ -123,10 +123,13 @@ class DirectEncoding:
         """uint8 ``[n, H, W, ch]`` -> float32 ``[n, D]`` in [0, 1] (for evolution strategies)."""
         return _to_unit(genomes).reshape(genomes.shape[0], -1)
 
-    def with_genes(self, genomes: jax.Array, genes: jax.Array, params: Any = None) -> jax.Array:
-        """float32 ``[n, D]`` in [0, 1] -> uint8 ``[n, H, W, ch]``: the genes are the whole
-        genome, so ``genomes`` (the strategies' templates) only give the shape."""
-        return _to_uint8(jnp.clip(genes, 0.0, 1.0)).reshape(genomes.shape)
+    def gene_template(self, genomes: jax.Array) -> tuple:
+        """What of ``genomes`` the genes leave out: nothing, the genes are the whole genome."""
+        return ()
+
+    def with_genes(self, template: tuple, genes: jax.Array, params: Any = None) -> jax.Array:
+        """float32 ``[n, D]`` in [0, 1] -> uint8 ``[n, H, W, ch]`` (``template``: ``()``)."""
+        return _to_uint8(jnp.clip(genes, 0.0, 1.0)).reshape(genes.shape[0], *self.image_shape)
 
     def render(self, genomes: jax.Array) -> jax.Array:
         """uint8 ``[n, H, W, ch]`` -> float32 ``[n, H, W, ch]`` in [0, 1] (multiples of 1/255)."""
