@@ -1,4 +1,4 @@
-"""Evaluations to fool every class: the paper's mutation, evosax emitters, mixed, and a
+"""Evaluations to fool every class: the paper's mutation, evosax emitters, a gradient emitter, mixed, and a
 single-class baseline, on the same network and budget.
 
 MNIST (LeNet A) to 99.99 %; with ``--imagenet`` also the ImageNet 10-class subset
@@ -38,6 +38,7 @@ METHODS = {
     "open_es emitters": dict(emitters=("open_es",)),
     "mixed: mutation + snes": dict(emitters=("mutation", "snes")),
     "mixed: mutation + sep_cma_es": dict(emitters=("mutation", "sep_cma_es")),
+    "mixed: mutation + gradient": dict(emitters=("mutation", "gradient")),
 }
 
 

@@ -29,7 +29,7 @@ SELECTIONS = ("uniform", "unique", "unfooled")
 ES_STRATEGIES = {"sep_cma_es": "Sep_CMA_ES", "snes": "SNES", "open_es": "Open_ES", "cma_es": "CMA_ES"}
 # evosax strategies that sample antithetic pairs, so their population must be even.
 EVEN_POPULATION = ("open_es",)
-EMITTERS = ("mutation", *ES_STRATEGIES)
+EMITTERS = ("mutation", *ES_STRATEGIES, "gradient")
 PAPER_ACTIVATIONS = ("sine", "sigmoid", "gaussian", "linear")
 ACTIVATIONS = (*PAPER_ACTIVATIONS, "cosine", "tanh", "abs", "square")
 RENDERERS = ("auto", "grouped", "unrolled")
@@ -84,7 +84,11 @@ class RunConfig:
     emitters: tuple[str, ...] = option(("mutation",), f"offspring sources splitting the batch: {', '.join(EMITTERS)} (e.g. mutation,snes)")
     es_population: int = option(20, "evolution-strategy emitters: offspring per instance per generation")
     es_std: float = option(0.1, "evolution-strategy emitters: initial search width (genes in [0, 1])")
-    es_restart: int = option(10, "evolution-strategy emitters: generations without improvement before moving to another elite")
+    es_restart: int = option(10, "evolution-strategy and gradient emitters: generations without improvement before moving to another elite")
+    gradient_instances: int = option(10, "gradient emitter: elites refined at once, one Adam step and one offspring each per generation "
+                                     "(3 evaluations each: forward, backward, scoring); the other emitters share the rest of the batch")
+    gradient_lr: float = option(0.0, "gradient emitter: Adam learning rate on genes scaled to [0, 1] (0: the encoding's own: "
+                                "direct 0.05, about 13 pixel levels; CPPN 0.001, 0.02 of a weight at range 10)")
     recombine: bool = option(True, "spend C evaluations per generation on each cell's elite plus its summed improving mutations")
     recombine_scale: float = option(0.7, "step along the summed improving mutations", "traced")
     mutation_rate: float = option(0.1, "per-gene mutation probability", "traced")
@@ -126,6 +130,9 @@ class RunConfig:
         if self.es_population < 2 or self.es_restart < 1 or not (math.isfinite(self.es_std) and self.es_std > 0):
             raise ConfigError(f"es_population must be >= 2, es_restart >= 1 and es_std a finite number > 0, got "
                               f"{self.es_population}, {self.es_restart}, {self.es_std}")
+        if self.gradient_instances < 1 or not (math.isfinite(self.gradient_lr) and self.gradient_lr >= 0):
+            raise ConfigError(f"gradient_instances must be >= 1 and gradient_lr a finite number >= 0, got "
+                              f"{self.gradient_instances}, {self.gradient_lr}")
         even = [e for e in self.emitters if e in EVEN_POPULATION]
         if even and self.es_population % 2:
             raise ConfigError(f"es_population must be even for the {even[0]} emitter, got {self.es_population}")

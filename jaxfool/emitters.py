@@ -22,6 +22,14 @@ offspring were inserted. Several emitters split one generation's batch ("mixed e
   offspring with evosax's ask; offspring are ranked by how much they improve the archive and
   told back; an instance that improves nothing for ``restart_after`` generations restarts at
   another elite.
+* :class:`GradientEmitter`: differentiable quality-diversity (a CMA-MEGA / OMG-MEGA-like
+  refinement): E instances, each on an elite, take one Adam step per generation on the genes
+  (direct: pixels; CPPN: the weights and biases of the elite's topology) toward their cell's
+  log-probability; an instance that improves nothing for ``restart_after`` generations moves
+  to another elite.
+
+Every emitter says what it spends: ``evaluations`` per generation (offspring scored, plus a
+gradient emitter's forward and backward passes), which :meth:`MapElites.evaluations` counts.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import optax
 from flax import struct
 
 from jaxfool.archive import Archive
@@ -78,6 +87,11 @@ class MutationEmitter:
     batch_size: int
     selection: str = "uniform"
     crossover: bool = False
+
+    @property
+    def evaluations(self) -> int:
+        """Evaluations per generation: its offspring."""
+        return self.batch_size
 
     def init(self, key: jax.Array, archive: Archive, params: Any) -> jax.Array:
         return jnp.zeros((), jnp.int32)  # stateless; a leaf keeps checkpoints simple
@@ -153,6 +167,11 @@ class ESEmitter:
     def instances(self) -> int:
         return self.batch_size // self.population
 
+    @property
+    def evaluations(self) -> int:
+        """Evaluations per generation: its offspring."""
+        return self.batch_size
+
     def _es_params(self):
         return self._es_params_value
 
@@ -193,3 +212,94 @@ class ESEmitter:
             stale=jnp.where(restart, 0, stale),
             template=jax.tree.map(pick, template, state.template),
         )
+
+
+@struct.dataclass
+class GradientState:
+    """E gradient instances: their current genes ``[E, D]`` in [0, 1], Adam states (leaves
+    ``[E, ...]``, one step count each), centre cells, generations without improving the
+    archive, and the centres' gene templates (CPPN: topology)."""
+
+    genes: jax.Array
+    optimizer: Any
+    center: jax.Array
+    stale: jax.Array
+    template: Any = ()
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class GradientEmitter:
+    """Gradient ascent on elites' genes toward their cell's log-probability, inside MAP-Elites.
+
+    Each generation every instance takes one Adam step on its genes (ascending the
+    log-probability of its centre cell's class, through a differentiable render whose 8-bit
+    rounding passes gradients straight through) and emits the result, which competes in every
+    cell like any offspring. Non-finite gradients count as zero, so a NaN never moves genes.
+
+    Attributes:
+      encoding: must offer ``num_genes``, ``genes``, ``gene_template``, ``with_genes`` and
+        ``render_genes`` (differentiable in the genes).
+      score_fn: the engine's scoring (:func:`jaxfool.scoring.make_score_fn`), whose
+        ``value_and_grad`` gives the forward and backward pass.
+      batch_size: instances, one offspring each per generation.
+      learning_rate: Adam's step on genes in [0, 1] (CPPN genes map to
+        [-weight_range, weight_range], so 0.001 moves a weight by about 0.02 at range 10).
+      restart_after: generations without improving the archive before an instance moves to a
+        new elite (chosen as parents are); it also moves once its cell reaches the threshold,
+        while some cell has not.
+      selection: how (re)starting instances pick their elite.
+    """
+
+    encoding: Any
+    score_fn: Any
+    batch_size: int
+    learning_rate: float = 0.05
+    restart_after: int = 10
+    selection: str = "uniform"
+
+    @property
+    def evaluations(self) -> int:
+        """Evaluations per generation: per instance a forward and a backward pass for its
+        gradient, and the scoring of its offspring."""
+        return 3 * self.batch_size
+
+    def _optimizer(self):
+        return optax.adam(self.learning_rate)
+
+    def _start(self, key: jax.Array, archive: Archive, params: Any) -> GradientState:
+        centers = select_parents(key, archive, self.batch_size, self.selection, params.log_threshold)
+        elites = jax.tree.map(lambda g: g[centers], archive.genomes)
+        genes = self.encoding.genes(elites, params.variation)
+        return GradientState(
+            genes=genes,
+            optimizer=jax.vmap(self._optimizer().init)(genes),
+            center=centers,
+            stale=jnp.zeros(self.batch_size, jnp.int32),
+            template=self.encoding.gene_template(elites),
+        )
+
+    def init(self, key: jax.Array, archive: Archive, params: Any) -> GradientState:
+        return self._start(key, archive, params)
+
+    def emit(self, key, archive: Archive, state: GradientState, generation, params):
+        images, pullback = jax.vjp(lambda g: self.encoding.render_genes(state.template, g, params.variation), state.genes)
+        weights = jax.nn.one_hot(state.center, archive.num_cells, dtype=jnp.float32)
+        _, image_grad = self.score_fn.value_and_grad(params.model, images, weights)
+        (grad,) = pullback(image_grad)
+        grad = jnp.where(jnp.isfinite(grad), grad, 0.0)
+        # optax minimises: descend the negative log-probability.
+        updates, optimizer = jax.vmap(self._optimizer().update)(-grad, state.optimizer, state.genes)
+        genes = jnp.clip(state.genes + updates, 0.0, 1.0)
+        genomes = self.encoding.with_genes(state.template, genes, params.variation)
+        return genomes, state.center, state.replace(genes=genes, optimizer=optimizer)
+
+    def tell(self, key, state: GradientState, archive: Archive, genomes, parents, scores, params) -> GradientState:
+        stale = jnp.where(archive_gain(archive, scores) > 0, 0, state.stale + 1)
+        # An instance whose cell is fooled moves on while others are not: climbing past the
+        # threshold always "improves" the archive, so staleness alone would keep it there.
+        fooled = archive.fitness >= params.log_threshold
+        done = fooled[state.center] & (archive.filled & ~fooled).any()
+        restart = (stale >= self.restart_after) | done
+        fresh = self._start(key, archive, params)
+        pick = lambda new, old: jnp.where(restart.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)  # noqa: E731
+        return jax.tree.map(pick, fresh, state.replace(stale=stale))

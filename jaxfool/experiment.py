@@ -12,10 +12,11 @@ import dataclasses
 import math
 import os
 
+import jax
 import numpy as np
 
 from jaxfool.config import RunConfig
-from jaxfool.emitters import ESEmitter, MutationEmitter
+from jaxfool.emitters import ESEmitter, GradientEmitter, MutationEmitter
 from jaxfool.encodings import DirectEncoding, DirectParams, Encoding
 from jaxfool.encodings.cppn import CPPNEncoding, CPPNParams
 from jaxfool.errors import ConfigError
@@ -51,6 +52,22 @@ def make_encoding(config: RunConfig, image_shape: tuple[int, int, int]) -> tuple
     raise ConfigError(f"unknown encoding {config.encoding!r}")
 
 
+def check_differentiable(classifier: Classifier, score_fn, shape: tuple[int, ...], num_cells: int) -> None:
+    """Raises :class:`ConfigError` (one line, naming the classifier) if reverse mode cannot go
+    through ``score_fn`` for images ``shape`` ``[B, H, W, ch]``: a gradient emitter would
+    otherwise fail deep inside the compiled step."""
+    images = jax.ShapeDtypeStruct(shape, np.float32)
+    weights = jax.ShapeDtypeStruct((shape[0], num_cells), np.float32)
+    try:
+        jax.eval_shape(score_fn.value_and_grad, classifier.params, images, weights)
+    except Exception as e:  # noqa: BLE001 (any tracing failure means: no gradients)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(
+            f"the gradient emitter needs a differentiable classifier; {classifier.name} is not ({reason[:200]}); "
+            "drop 'gradient' from --emitters"
+        ) from None
+
+
 def image_shape(config: RunConfig, classifier: Classifier) -> tuple[int, int, int]:
     """The evolved images' shape: the network's input, or bigger for 10-crop scoring."""
     h, w, ch = classifier.input_shape
@@ -64,16 +81,30 @@ def image_shape(config: RunConfig, classifier: Classifier) -> tuple[int, int, in
     return (side, side, ch)
 
 
-def make_emitters(config: RunConfig, encoding: Encoding, budget: int) -> tuple:
-    """The emitters a config names, splitting ``budget`` offspring per generation evenly.
+def make_emitters(config: RunConfig, encoding: Encoding, budget: int, score_fn=None) -> tuple:
+    """The emitters a config names, splitting ``budget`` offspring per generation.
 
-    Evolution-strategy shares are rounded down to whole instances of ``es_population``; the
-    paper's mutation emitter (when present) takes what is left.
+    A gradient emitter takes ``gradient_instances`` offspring (all of ``budget`` when it is the
+    only emitter); the others split the rest evenly. Evolution-strategy shares are rounded down
+    to whole instances of ``es_population``; the paper's mutation emitter (when present) takes
+    what is left. ``score_fn``: the engine's scoring, which a gradient emitter differentiates.
     """
-    share = budget // len(config.emitters)
-    sizes = {name: (share // config.es_population) * config.es_population for name in config.emitters if name != "mutation"}
-    for name, size in sizes.items():
-        if size < config.es_population:
+    others = [name for name in config.emitters if name != "gradient"]
+    sizes = {}
+    if "gradient" in config.emitters:
+        sizes["gradient"] = config.gradient_instances if others else budget
+        if others and budget - sizes["gradient"] < len(others):
+            raise ConfigError(
+                f"gradient_instances ({config.gradient_instances}) leaves too little of the batch ({budget}) for the "
+                f"{', '.join(others)} emitter(s); raise --batch or lower --gradient-instances"
+            )
+    rest = budget - sizes.get("gradient", 0)
+    share = rest // len(others) if others else 0
+    for name in others:
+        if name == "mutation":
+            continue
+        sizes[name] = (share // config.es_population) * config.es_population
+        if sizes[name] < config.es_population:
             raise ConfigError(
                 f"the {name} emitter's share of the batch ({share}) is below es_population ({config.es_population}); "
                 "raise --batch or lower --es-population"
@@ -84,6 +115,9 @@ def make_emitters(config: RunConfig, encoding: Encoding, budget: int) -> tuple:
     for name in config.emitters:
         if name == "mutation":
             emitters.append(MutationEmitter(encoding, sizes[name], config.selection, config.crossover_rate > 0))
+        elif name == "gradient":
+            lr = config.gradient_lr or encoding.gradient_lr
+            emitters.append(GradientEmitter(encoding, score_fn, sizes[name], lr, config.es_restart, config.selection))
         else:
             emitters.append(ESEmitter(encoding, name, sizes[name], config.es_population, config.es_std,
                                       config.es_restart, config.selection))
@@ -191,20 +225,25 @@ def _build_static(config: RunConfig, classifier: Classifier):
             f"batch ({config.batch}) must exceed the number of cells ({len(cells)}) with recombine; "
             "raise --batch or pass --no-recombine"
         )
+    score_fn = make_score_fn(
+        classifier, cells, chunk_size=config.score_chunk or None, ten_crop=config.ten_crop, compute_dtype=config.compute_dtype
+    )
     engine = MapElites(
         encoding=encoding,
-        score_fn=make_score_fn(
-            classifier, cells, chunk_size=config.score_chunk or None, ten_crop=config.ten_crop, compute_dtype=config.compute_dtype
-        ),
+        score_fn=score_fn,
         num_cells=len(cells),
-        emitters=make_emitters(config, encoding, config.batch - (len(cells) if config.recombine else 0)),
+        emitters=make_emitters(config, encoding, config.batch - (len(cells) if config.recombine else 0), score_fn),
         recombine=config.recombine,
         init_size=config.batch,
     )
+    gradient = [e.batch_size for e in engine.emitters if isinstance(e, GradientEmitter)]
+    if gradient:
+        check_differentiable(classifier, score_fn, (gradient[0], *encoding.image_shape), len(cells))
     # The batches the scorer will feed the network (generation 0, the emitters' offspring, the
-    # recombined children; chunked; 10 crops each with --ten-crop): a function that only works
-    # for some batch sizes fails here in one line, not deep inside the compiled step.
+    # recombined children; chunked; a gradient emitter's, unchunked; 10 crops each with
+    # --ten-crop): a function that only works for some batch sizes fails here in one line, not
+    # deep inside the compiled step.
     fed = [config.batch, sum(e.batch_size for e in engine.emitters)] + ([len(cells)] if config.recombine else [])
-    fed = [min(n, config.score_chunk) if config.score_chunk else n for n in fed]
+    fed = [min(n, config.score_chunk) if config.score_chunk else n for n in fed] + gradient
     check_classifier(classifier, tuple(10 * n if config.ten_crop else n for n in fed))
     return cells, encoding, engine, variation_cls

@@ -111,7 +111,8 @@ class MapElites:
       emitters: sources of offspring (:mod:`jaxfool.emitters`); they split the batch.
       recombine: whether C more evaluations per generation go to one child per cell made by
         the encoding's ``recombine``: the cell's elite plus the summed offspring (of this
-        generation) that improved it (needs an encoding with ``recombine``).
+        generation) that improved it (needs an encoding with ``recombine``). The children need
+        this generation's scores, so they are scored in a second, small forward pass.
       init_size: random images at generation 0 (default: :attr:`batch_size`).
       batch_sharding: where each generation's offspring live (a ``NamedSharding`` splitting
         axis 0 over devices, see :mod:`jaxfool.distributed`); ``None``: wherever XLA likes.
@@ -129,8 +130,14 @@ class MapElites:
 
     @property
     def batch_size(self) -> int:
-        """Evaluations per generation: the emitters' offspring plus the recombined children."""
+        """Images scored per generation: the emitters' offspring plus the recombined children."""
         return sum(e.batch_size for e in self.emitters) + (self.num_cells if self.recombine else 0)
+
+    @property
+    def evaluations_per_generation(self) -> int:
+        """:attr:`batch_size` plus what emitters spend beyond scoring their offspring (a
+        gradient emitter's forward and backward passes)."""
+        return sum(e.evaluations for e in self.emitters) + (self.num_cells if self.recombine else 0)
 
     def init(self, key: jax.Array, params: Params) -> State:
         """Scores random genomes into an empty archive (generation 0); starts the emitters."""
@@ -176,13 +183,13 @@ class MapElites:
         return state, Metrics(fitness=new_archive.fitness, improved=improved, generation=generation)
 
     def evaluations(self, generation: Any) -> Any:
-        """Images scored after ``generation`` offspring generations, generation 0's random
-        images included: the one place evaluations are counted. Works on ints and on numpy
+        """Evaluations after ``generation`` offspring generations (images scored, generation 0's
+        random images included, and gradient emitters' passes): the one place they are counted. Works on ints and on numpy
         arrays of generation counters (frozen lanes stop counting because their counters stop)."""
-        init = self.init_size or self.batch_size
+        init, per = self.init_size or self.batch_size, self.evaluations_per_generation
         if isinstance(generation, (int, np.integer)):
-            return init + self.batch_size * int(generation)
-        return init + self.batch_size * np.asarray(generation, np.int64)
+            return init + per * int(generation)
+        return init + per * np.asarray(generation, np.int64)
 
 
 def seed_keys(seeds: list[int] | tuple[int, ...]) -> jax.Array:

@@ -49,7 +49,10 @@ def make_score_fn(
 
     Returns:
       A pure function mapping float32 images ``[B, H, W, ch]`` in [0, 1] to float32
-      ``[B, len(cells)]`` log-softmax values.
+      ``[B, len(cells)]`` log-softmax values. Its attribute ``value_and_grad(model_params,
+      images, weights [B, C])`` returns those scores and the gradient of
+      ``sum(weights * scores)`` with respect to the images (one forward and one backward pass,
+      for gradient emitters).
     """
     cells = jnp.asarray(range(classifier.num_classes) if cells is None else cells, jnp.int32)
     log_probs = functools.partial(classifier.log_probs, compute_dtype=compute_dtype)
@@ -63,24 +66,39 @@ def make_score_fn(
         # log of the mean probability over crops, computed stably
         return (jax.nn.logsumexp(lp, axis=0) - jnp.log(10.0))[:, cells]
 
+    def value_and_grad(model_params: Any, images: jax.Array, weights: jax.Array) -> tuple[jax.Array, jax.Array]:
+        # One forward and one backward pass of the same scoring, never chunked (gradient
+        # emitters feed it a few images): scores [B, C] and d(sum(weights * scores))/d images.
+        scores, pullback = jax.vjp(lambda x: score(model_params, x), images)
+        return scores, pullback(weights)[0]
+
     if chunk_size is None:
-        return fold_vmap(score)
+        scorer = fold_vmap(score)
+    else:
 
-    def chunked(model_params: Any, images: jax.Array) -> jax.Array:
-        n = images.shape[0]
-        if n <= chunk_size:
-            return score(model_params, images)
-        pad = -n % chunk_size
-        padded = jnp.concatenate([images, jnp.zeros((pad, *images.shape[1:]), images.dtype)])
-        out = jax.lax.map(lambda x: score(model_params, x), padded.reshape(-1, chunk_size, *images.shape[1:]))
-        return out.reshape(-1, out.shape[-1])[:n]
+        def chunked(model_params: Any, images: jax.Array) -> jax.Array:
+            n = images.shape[0]
+            if n <= chunk_size:
+                return score(model_params, images)
+            pad = -n % chunk_size
+            padded = jnp.concatenate([images, jnp.zeros((pad, *images.shape[1:]), images.dtype)])
+            out = jax.lax.map(lambda x: score(model_params, x), padded.reshape(-1, chunk_size, *images.shape[1:]))
+            return out.reshape(-1, out.shape[-1])[:n]
 
-    return fold_vmap(chunked)
+        scorer = fold_vmap(chunked)
+
+    def score_fn(model_params: Any, images: jax.Array) -> jax.Array:
+        return scorer(model_params, images)
+
+    # custom_vmap has no reverse mode, so the gradient is folded on its own (same scoring).
+    score_fn.value_and_grad = fold_vmap(value_and_grad)
+    return score_fn
 
 
 def fold_vmap(fn):
-    """Makes ``vmap`` of ``fn(model_params, images [B, ...]) -> [B, C]`` (over seeds) run ``fn``
-    on one ``[B, ...]`` batch at a time in a ``lax.map``, instead of batching every layer.
+    """Makes ``vmap`` of ``fn(model_params, *batches)`` (each ``[B, ...]``; over seeds) run
+    ``fn`` on one set of ``[B, ...]`` batches at a time in a ``lax.map``, instead of batching
+    every layer.
 
     XLA CPU runs a convolution followed by pooling up to 5x slower on a ``[K, B, H, W, C]``
     batch than on ``[B, H, W, C]`` ones. Keeping every forward pass at shape ``[B, ...]`` also
@@ -91,12 +109,14 @@ def fold_vmap(fn):
     wrapped = jax.custom_batching.custom_vmap(fn)
 
     @wrapped.def_vmap
-    def _rule(axis_size, in_batched, model_params, images):
-        params_batched, images_batched = in_batched
-        if any(jax.tree.leaves(params_batched)) or not images_batched:
-            in_axes = (jax.tree.map(lambda b: 0 if b else None, params_batched), 0 if images_batched else None)
-            return jax.vmap(fn, in_axes=in_axes)(model_params, images), True
-        return jax.lax.map(lambda x: wrapped(model_params, x), images), True
+    def _rule(axis_size, in_batched, model_params, *batches):
+        params_batched, *batched = in_batched
+        if any(jax.tree.leaves(params_batched)) or not all(batched):
+            in_axes = (jax.tree.map(lambda b: 0 if b else None, params_batched), *[0 if b else None for b in batched])
+            out = jax.vmap(fn, in_axes=in_axes)(model_params, *batches)
+        else:
+            out = jax.lax.map(lambda xs: wrapped(model_params, *xs), batches)
+        return out, jax.tree.map(lambda _: True, out)
 
     return wrapped
 

@@ -92,3 +92,27 @@ def test_ten_crop_benchmark_rescores_the_same_elites_both_ways(tmp_path):
     assert row["ten_crop_time_over_one"] > 1  # ten forward passes per image
     proc = run_script("ten_crop.py", str(tmp_path), folder="benchmarks")
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path} is not a run directory (no config.json)"
+
+
+def test_rescore_benchmark_reads_the_elites_back_from_their_pngs(tmp_path):
+    from jaxfool.presets import load_preset
+    from jaxfool.runner import run
+
+    runs = []
+    for name, emitters in (("paper", ("mutation",)), ("gradient", ("mutation", "gradient"))):
+        runs.append(tmp_path / name)
+        run(load_preset("mnist-direct", generations=4, emitters=emitters, stop_when_fooled=False), str(runs[-1]), progress_bar=False)
+    proc = run_script("rescore.py", *map(str, runs), folder="benchmarks")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = _rows(proc.stdout)
+    for row, out in zip(rows, runs):
+        summary = json.loads((out / "summary.json").read_text())["seeds"][0]
+        assert row["max_abs_difference_from_reported"] < 1e-5  # the PNGs hold what the run scored
+        assert row["median"] == pytest.approx(summary["median_confidence"], abs=1e-5)
+        assert row["evaluations"] == summary["evaluations"] and 0 <= row["neighbour_correlation"] <= 1
+    assert rows[1]["evaluations"] == 200 + 4 * (190 + 3 * 10)  # a gradient step counts forward and backward
+    table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
+    assert len(table) == 2 + 10 + 2 and table[-2].startswith("| **median** |")
+    (tmp_path / "half").mkdir()
+    proc = run_script("rescore.py", str(tmp_path / "half"), folder="benchmarks")
+    assert proc.returncode == 2 and proc.stderr.strip() == f"error: {tmp_path / 'half'} has no summary.json: not a finished run"

@@ -141,3 +141,115 @@ def test_single_class_baseline(lenet):
     assert ga["evaluations_per_class"] == 200 and np.shape(ga["history"]) == (3, 1)  # [generations, classes]
     with pytest.raises(ConfigError, match="unknown strategy"):
         single_class_baseline(lenet, "cma")
+
+
+def test_gradient_emitter_raises_its_cells_and_counts_forward_and_backward(lenet):
+    """Alone, from random noise, Adam steps on the pixels raise every instance's own cell on
+    LeNet; each instance costs 3 evaluations a generation (forward, backward, scoring)."""
+    exp = build_experiment(load_preset("mnist-direct", emitters=("gradient",), batch=10, gradient_lr=0.05), classifier=lenet)
+    [em] = exp.engine.emitters
+    assert em.batch_size == 10 and em.evaluations == 30 and exp.engine.evaluations(7) == 10 + 7 * 30
+    keys = seed_keys([0])
+    params = exp.lane_params(stop=np.inf, max_generation=2**31 - 1)
+    start = init_seeds(exp.engine, params, keys)
+    state = run_generations(exp.engine, params, start, keys, 8)[0]
+    centre = np.asarray(start.emitters[0].center[0])
+    before = np.asarray(start.archive.fitness[0])[centre]
+    after = np.asarray(state.archive.fitness[0])[centre]
+    assert (after >= before).all() and np.median(after - before) > 1.0  # nats of log-probability
+    moved = np.asarray(state.emitters[0].genes[0]) != np.asarray(start.emitters[0].genes[0])
+    assert moved.any(axis=1).all()
+
+
+def test_gradient_emitter_on_cppn_keeps_the_topology_and_climbs(lenet):
+    exp = build_experiment(load_preset("mnist-cppn", emitters=("mutation", "gradient"), batch=40, gradient_instances=4,
+                                       gradient_lr=0.01, stop_when_fooled=False), classifier=lenet)
+    assert [e.batch_size for e in exp.engine.emitters] == [36, 4] and exp.engine.evaluations(2) == 40 + 2 * (36 + 12)
+    keys = seed_keys([0])
+    params = exp.lane_params()
+    start = init_seeds(exp.engine, params, keys)
+    em_start = jax.tree.map(lambda a: a[0], start.emitters[1])
+    state = run_generations(exp.engine, params, start, keys, 3)[0]
+    em = jax.tree.map(lambda a: a[0], state.emitters[1])
+    for field in ("source", "target", "conn_on", "node_on", "activation"):
+        np.testing.assert_array_equal(getattr(em.template, field), getattr(em_start.template, field))
+    assert (np.asarray(em.genes) != np.asarray(em_start.genes)).any(axis=1).all()
+
+
+def test_render_genes_is_render_of_with_genes_and_differentiable():
+    from jaxfool.encodings.cppn import CPPNEncoding, CPPNParams
+
+    for enc, p in ((DirectEncoding((6, 6, 3), color_space="hsv"), DirectParams()),
+                   (CPPNEncoding((8, 8, 3), max_hidden=4, max_conns=20), CPPNParams())):
+        genomes = enc.init(jax.random.key(0), 3, p)
+        for step in range(4):
+            genomes = enc.mutate(jax.random.key(step), genomes, 0, p)
+        template, genes = enc.gene_template(genomes), enc.genes(genomes, p)
+        images = enc.render_genes(template, genes, p)
+        np.testing.assert_allclose(images, enc.render(enc.with_genes(template, genes, p)), atol=1.5 / 255)
+        np.testing.assert_allclose(images * 255, np.round(np.asarray(images) * 255), atol=1e-3)  # on the 8-bit grid
+        grad = jax.grad(lambda g: enc.render_genes(template, g, p).sum())(genes)
+        assert np.isfinite(grad).all() and (np.abs(grad) > 0).any(axis=1).all()
+
+
+def test_gradient_emitter_never_moves_on_nan_gradients():
+    from jaxfool.emitters import GradientEmitter
+
+    enc = DirectEncoding((6, 6, 1))
+    archive = _filled_archive(enc)
+
+    def score(model, images):
+        return jnp.zeros((images.shape[0], 4)) + jnp.sqrt(-images.mean())  # NaN and NaN gradients
+
+    def value_and_grad(model, images, weights):
+        scores, pullback = jax.vjp(lambda x: score(model, x), images)
+        return scores, pullback(weights)[0]
+
+    score.value_and_grad = value_and_grad
+    em = GradientEmitter(enc, score, batch_size=4, learning_rate=0.1)
+    params = Params(model=None, variation=DirectParams())
+    state = em.init(jax.random.key(0), archive, params)
+    genomes, parents, moved = em.emit(jax.random.key(1), archive, state, 1, params)
+    np.testing.assert_array_equal(moved.genes, state.genes)
+    np.testing.assert_array_equal(genomes, archive.genomes[parents])
+    new, improved = insert(archive, genomes, score(None, genomes.astype(jnp.float32)), 1, parents)
+    assert not improved.any() and np.isfinite(np.asarray(new.fitness)).all()
+
+
+def test_gradient_emitter_refuses_a_classifier_without_gradients(lenet):
+    import dataclasses
+
+    def no_gradients(params, x):  # a host callback: no reverse mode
+        return jax.pure_callback(lambda a: np.zeros((a.shape[0], 10), np.float32),
+                                 jax.ShapeDtypeStruct((x.shape[0], 10), jnp.float32), x)
+
+    opaque = dataclasses.replace(lenet, apply_fn=no_gradients, name="opaque-net")
+    build_experiment(load_preset("mnist-direct", batch=20), classifier=opaque)  # fine without gradients
+    with pytest.raises(ConfigError, match="needs a differentiable classifier; opaque-net is not") as e:
+        build_experiment(load_preset("mnist-direct", emitters=("mutation", "gradient"), batch=20), classifier=opaque)
+    assert "\n" not in str(e.value)
+
+
+def test_gradient_emitter_config_errors():
+    with pytest.raises(ConfigError, match="gradient_instances must be >= 1"):
+        load_preset(emitters=("gradient",), gradient_instances=0)
+    with pytest.raises(ConfigError, match="leaves too little of the batch"):
+        build_experiment(load_preset(emitters=("mutation", "gradient"), batch=20, gradient_instances=10))
+
+
+def test_gradient_instances_leave_fooled_cells_for_unfooled_ones():
+    from jaxfool.emitters import GradientEmitter
+
+    enc = DirectEncoding((6, 6, 1))
+    archive = _filled_archive(enc)
+    archive = archive.replace(fitness=jnp.array([-1e-5, -1e-5, -1e-5, -3.0]))  # only cell 3 is below 99.99 %
+    em = GradientEmitter(enc, None, batch_size=4, restart_after=100, selection="unfooled")
+    params = Params(model=None, variation=DirectParams())
+    state = em.init(jax.random.key(0), archive.replace(fitness=jnp.full(4, -3.0)), params)
+    state = state.replace(center=jnp.array([0, 1, 3, 3], jnp.int32))
+    gaining = jnp.zeros((4, 4))  # every offspring improves the archive: nobody is stale
+    told = em.tell(jax.random.key(1), state, archive, None, state.center, gaining, params)
+    np.testing.assert_array_equal(told.center, [3, 3, 3, 3])  # the two on fooled cells moved to cell 3
+    everything_fooled = archive.replace(fitness=jnp.full(4, -1e-5))
+    told = em.tell(jax.random.key(1), state, everything_fooled, None, state.center, gaining, params)
+    np.testing.assert_array_equal(told.center, state.center)  # nowhere to go: they stay

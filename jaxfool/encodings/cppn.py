@@ -30,6 +30,7 @@ from flax import struct
 from jaxfool.config import PAPER_ACTIVATIONS, default
 from jaxfool.encodings import cppn_render
 from jaxfool.encodings.activations import FUNCTIONS
+from jaxfool.encodings.base import quantize, quantize_straight_through
 from jaxfool.encodings.color import to_rgb
 from jaxfool.encodings.cppn_render import INACTIVE, NUM_INPUTS
 from jaxfool.encodings.variation import polynomial_mutation
@@ -118,6 +119,9 @@ class CPPNEncoding:
     renderer: str = "auto"
     render_memory: int = 1 << 30
     name: str = "cppn"
+    # A gradient emitter's Adam step on genes in [0, 1]: 0.02 of a weight at range 10 (larger
+    # steps throw sine CPPNs far off their picture).
+    gradient_lr = 0.001  # not a field
 
     def __post_init__(self):
         unknown = [a for a in self.activations if a not in ACTIVATIONS]
@@ -316,10 +320,11 @@ class CPPNEncoding:
         d = jnp.sqrt(x * x + y * y) * jnp.sqrt(2.0) - 1.0
         return jnp.stack([x, y, d, jnp.ones_like(x)], axis=-1).reshape(-1, NUM_INPUTS)
 
-    def outputs(self, genomes: CPPNGenome, coords: jax.Array) -> jax.Array:
-        """Raw network outputs float32 ``[P, pixels, outputs]`` in [-1, 1] at ``coords [pixels, 4]``."""
+    def outputs(self, genomes: CPPNGenome, coords: jax.Array, path: str | None = None) -> jax.Array:
+        """Raw network outputs float32 ``[P, pixels, outputs]`` in [-1, 1] at ``coords [pixels, 4]``;
+        ``path``: "grouped" or "unrolled" (default: :meth:`render_path`)."""
         t = jax.vmap(lambda g: cppn_render.tables(g, self.num_outputs))(genomes)
-        if self.render_path() == "grouped":
+        if (path or self.render_path()) == "grouped":
             out = cppn_render.grouped(t, coords, self.activations)
         else:
             self.check_render_memory(coords.shape[0])
@@ -341,11 +346,21 @@ class CPPNEncoding:
 
     def render(self, genomes: CPPNGenome, height: int | None = None, width: int | None = None) -> jax.Array:
         """float32 ``[P, H, W, ch]`` in [0, 1], on the 8-bit grid; any resolution."""
+        return self._images(genomes, height, width, None, quantize)
+
+    def render_genes(self, template: CPPNGenome, genes: jax.Array, params: CPPNParams) -> jax.Array:
+        """``render(with_genes(template, genes, params))``, differentiable in ``genes`` ``[n, D]``:
+        rendered unrolled (the grouped renderer's loop bound depends on the genome, which
+        reverse mode cannot follow) with straight-through 8-bit rounding. Equal to
+        :meth:`render` within the renderers' summation-order tolerance."""
+        return self._images(self.with_genes(template, genes, params), None, None, "unrolled", quantize_straight_through)
+
+    def _images(self, genomes: CPPNGenome, height, width, path, rounding) -> jax.Array:
         height = height or self.image_shape[0]
         width = width or self.image_shape[1]
-        out = self.outputs(genomes, self.coordinates(height, width))
+        out = self.outputs(genomes, self.coordinates(height, width), path)
         images = (out + 1.0) * 0.5
         images = images.reshape(-1, height, width, self.num_outputs)
         if self.num_outputs == 3:
             images = to_rgb(jnp.clip(images, 0.0, 1.0), self.color_space)
-        return jnp.round(jnp.clip(images, 0.0, 1.0) * 255.0) / 255.0
+        return rounding(images)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from jaxfool.config import default
+from jaxfool.encodings.base import quantize, quantize_straight_through
 from jaxfool.encodings.color import to_rgb
 from jaxfool.encodings.variation import halved_rate, polynomial_delta, sbx_crossover
 
@@ -55,6 +56,7 @@ class DirectEncoding:
     image_shape: tuple[int, int, int]
     color_space: str = "rgb"
     name: str = "direct"
+    gradient_lr = 0.05  # (not a field) a gradient emitter's Adam step on genes in [0, 1]: ~13 pixel levels
 
     def default_params(self) -> DirectParams:
         return DirectParams()
@@ -133,10 +135,18 @@ class DirectEncoding:
 
     def render(self, genomes: jax.Array) -> jax.Array:
         """uint8 ``[n, H, W, ch]`` -> float32 ``[n, H, W, ch]`` in [0, 1] (multiples of 1/255)."""
-        images = _to_unit(genomes)
+        return self._colour(_to_unit(genomes), quantize)
+
+    def render_genes(self, template: tuple, genes: jax.Array, params: Any = None) -> jax.Array:
+        """``render(with_genes(template, genes))``, differentiable in ``genes`` float32 ``[n, D]``
+        (the 8-bit roundings pass gradients straight through)."""
+        pixels = jnp.clip(genes, 0.0, 1.0).reshape(genes.shape[0], *self.image_shape)
+        return self._colour(quantize_straight_through(pixels), quantize_straight_through)
+
+    def _colour(self, images: jax.Array, rounding) -> jax.Array:
         if self.image_shape[-1] == 3 and self.color_space != "rgb":
             # Colour conversion leaves the 8-bit grid; round back so a PNG is exact.
-            images = jnp.round(to_rgb(images, self.color_space) * 255.0) / 255.0
+            images = rounding(to_rgb(images, self.color_space))
         return images
 
 
