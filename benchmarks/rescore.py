@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 
-import jax
 import numpy as np
 
 from jaxfool.cli import run_main
@@ -24,7 +23,7 @@ from jaxfool.experiment import build_experiment
 from jaxfool.pictures import elite_paths, load_png
 from jaxfool.regularity import regularity
 from jaxfool.runner import resume_config
-from jaxfool.scoring import make_score_fn
+from jaxfool.summary import rescore_elites
 
 
 def rescore(run_dir: str) -> dict:
@@ -40,11 +39,9 @@ def rescore(run_dir: str) -> dict:
     if missing:
         raise ConfigError(f"{missing[0]} is missing: re-scoring needs every elite's PNG")
     images = np.stack([load_png(p, exp.encoding.image_shape[-1]) for p in paths])
-    score = jax.jit(make_score_fn(exp.classifier, exp.cells, ten_crop=exp.config.ten_crop))
-    log_p = np.concatenate([np.asarray(score(exp.classifier.params, images[i : i + 16])) for i in range(0, len(images), 16)])
-    confidence = np.exp(np.diagonal(log_p).astype(np.float64))
-    reported = np.asarray(summary["seeds"][0]["best_confidence"], np.float64)
+    confidence = rescore_elites(exp, images[None], chunk=16)[0]
     seed = summary["seeds"][0]
+    reported = np.asarray(seed["best_confidence"], np.float64)
     return {
         "run": run_dir,
         "preset_emitters": list(exp.config.emitters),

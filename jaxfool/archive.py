@@ -10,6 +10,7 @@ paper uses, but it still separates images whose probability rounds to 1.0 in flo
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -46,6 +47,17 @@ class Archive:
     def confidence(self) -> jax.Array:
         """float32 ``[C]``: each elite's softmax probability for its class (0 if empty)."""
         return jnp.exp(self.fitness)
+
+
+def where_rows(mask: jax.Array, new: Any, old: Any) -> Any:
+    """Pytree ``new`` where ``mask`` (bool ``[n]``) is set, else ``old``, row by row: every leaf
+    is ``[n, ...]`` (cells of an archive, instances of an emitter).
+
+    >>> import jax.numpy as jnp
+    >>> where_rows(jnp.array([True, False]), {"a": jnp.ones((2, 3))}, {"a": jnp.zeros((2, 3))})["a"].sum(1).tolist()
+    [3.0, 0.0]
+    """
+    return jax.tree.map(lambda n, o: jnp.where(mask.reshape((-1,) + (1,) * (jnp.ndim(o) - 1)), n, o), new, old)
 
 
 def empty_archive(genome: Any, num_cells: int) -> Archive:
@@ -86,11 +98,7 @@ def insert(
     best = jnp.argmax(scores, axis=0)  # [C]
     best_score = jnp.take_along_axis(scores, best[None, :], axis=0)[0]
     improved = best_score > archive.fitness
-
-    def choose(new, old):
-        mask = improved.reshape((-1,) + (1,) * (old.ndim - 1))
-        return jnp.where(mask, new, old)
-
+    choose = functools.partial(where_rows, improved)
     archive = Archive(
         genomes=jax.tree.map(lambda g, old: choose(g[best], old), genomes, archive.genomes),
         fitness=choose(best_score, archive.fitness),

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from jaxfool.archive import Archive
+from jaxfool.archive import Archive, where_rows
 from jaxfool.config import ES_STRATEGIES, EVEN_POPULATION, SELECTIONS  # noqa: F401 (re-exported)
 
 
@@ -205,13 +205,8 @@ class ESEmitter:
         stale = jnp.where((gain > 0).any(axis=1), 0, state.stale + 1)
         restart = stale >= self.restart_after
         fresh, centers, template = self._start(k_restart, archive, params)
-        pick = lambda new, old: jnp.where(restart.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)  # noqa: E731
-        return ESState(
-            strategy=jax.tree.map(pick, fresh, strategy),
-            center=jnp.where(restart, centers, state.center),
-            stale=jnp.where(restart, 0, stale),
-            template=jax.tree.map(pick, template, state.template),
-        )
+        return where_rows(restart, ESState(fresh, centers, jnp.zeros_like(stale), template),
+                          ESState(strategy, state.center, stale, state.template))
 
 
 @struct.dataclass
@@ -300,6 +295,4 @@ class GradientEmitter:
         fooled = archive.fitness >= params.log_threshold
         done = fooled[state.center] & (archive.filled & ~fooled).any()
         restart = (stale >= self.restart_after) | done
-        fresh = self._start(key, archive, params)
-        pick = lambda new, old: jnp.where(restart.reshape((-1,) + (1,) * (old.ndim - 1)), new, old)  # noqa: E731
-        return jax.tree.map(pick, fresh, state.replace(stale=stale))
+        return where_rows(restart, self._start(key, archive, params), state.replace(stale=stale))

@@ -184,8 +184,9 @@ class MapElites:
 
     def evaluations(self, generation: Any) -> Any:
         """Evaluations after ``generation`` offspring generations (images scored, generation 0's
-        random images included, and gradient emitters' passes): the one place they are counted. Works on ints and on numpy
-        arrays of generation counters (frozen lanes stop counting because their counters stop)."""
+        random images included, and gradient emitters' passes): the one place they are counted.
+        Works on ints and on numpy arrays of generation counters (frozen lanes stop counting
+        because their counters stop)."""
         init, per = self.init_size or self.batch_size, self.evaluations_per_generation
         if isinstance(generation, (int, np.integer)):
             return init + per * int(generation)

@@ -49,13 +49,19 @@ def environment() -> dict[str, Any]:
     }
 
 
-def _float32_confidence(exp: Experiment, images: np.ndarray) -> np.ndarray:
-    """float64 ``[L, C]``: each lane's elites (``images [L, C, H, W, ch]``, as saved) re-scored
-    with the network in float32, for runs that evolved with a lower-precision forward pass."""
+def rescore_elites(exp: Experiment, images: np.ndarray, chunk: int | None = None) -> np.ndarray:
+    """float64 ``[L, C]``: each lane's elites (``images [L, C, H, W, ch]``, as saved) re-scored by
+    the network in float32, each in its own cell (for runs that evolved in lower precision, and
+    for ``benchmarks/rescore.py``); ``chunk``: at most this many images at once (None: a lane)."""
     from jaxfool.scoring import make_score_fn
 
     score = jax.jit(make_score_fn(exp.classifier, exp.cells, ten_crop=exp.config.ten_crop))
-    log_p = np.stack([np.asarray(score(exp.classifier.params, lane), np.float64) for lane in images])  # [L, C images, C cells]
+    step = chunk or images.shape[1]
+    log_p = np.stack([  # [L, C images, C cells]
+        np.concatenate([np.asarray(score(exp.classifier.params, lane[i : i + step]), np.float64)
+                        for i in range(0, len(lane), step)])
+        for lane in images
+    ])
     return np.exp(np.diagonal(log_p, axis1=1, axis2=2))
 
 
@@ -92,7 +98,7 @@ def summarize(exp: Experiment, result: Result, lanes: slice) -> dict[str, Any]:
     images = result.images()[lanes]
     generations, evaluations = result.generations[lanes], result.evaluations[lanes]
     filled = np.asarray(result.archive().filled)[lanes]
-    again = _float32_confidence(exp, images) if exp.config.compute_dtype != "float32" else None
+    again = rescore_elites(exp, images) if exp.config.compute_dtype != "float32" else None
     seeds = []
     for k, seed in enumerate(exp.seeds):
         entry = {
