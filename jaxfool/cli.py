@@ -18,8 +18,14 @@ from typing import Any
 from jaxfool.errors import JaxfoolError
 
 
-def _parse_list(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
+def _list_of(item: Callable[[str], Any]) -> Callable[[str], tuple]:
+    """A parser of comma-separated ``item``s (``int``, ``str``, ...)."""
+
+    def parse(text: str) -> tuple:
+        return tuple(item(s.strip()) for s in text.split(",") if s.strip())
+
+    parse.__name__ = f"a comma-separated list of {getattr(item, '__name__', 'values')}"
+    return parse
 
 
 def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, defaults: Any = None) -> None:
@@ -39,7 +45,7 @@ def add_config_flags(parser: argparse.ArgumentParser, config_cls: type, defaults
             continue
         origin = typing.get_origin(kind)
         if origin is tuple:
-            parse = _parse_list
+            parse = _list_of(typing.get_args(kind)[0])
         elif origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
             inner = [a for a in typing.get_args(kind) if a is not type(None)][0]
             parse = inner

@@ -89,6 +89,8 @@ class RunConfig:
                                      "(3 evaluations each: forward, backward, scoring); the other emitters share the rest of the batch")
     gradient_lr: float = option(0.0, "gradient emitter: Adam learning rate on genes scaled to [0, 1] (0: the encoding's own: "
                                 "direct 0.05, about 13 pixel levels; CPPN 0.001, 0.02 of a weight at range 10)")
+    gradient_fresh: float = option(0.0, "gradient emitter: probability that a (re)starting instance climbs from a new random genome "
+                                   "(a new lineage) instead of its cell's elite")
     recombine: bool = option(True, "spend C evaluations per generation on each cell's elite plus its summed improving mutations")
     recombine_scale: float = option(0.7, "step along the summed improving mutations", "traced")
     mutation_rate: float = option(0.1, "per-gene mutation probability", "traced")
@@ -99,6 +101,8 @@ class RunConfig:
     # CPPN encoding (the paper's code's rates; ignored by the direct encoding).
     max_hidden: int = option(12, "CPPN: hidden node slots")
     max_conns: int = option(48, "CPPN: connection slots")
+    init_layers: tuple[int, ...] = option((), "CPPN: hidden layer widths of the starting networks, each layer joined fully to the next "
+                                          "(e.g. 12,12,12; weights He-style normal); empty: the paper's start, inputs joined to outputs")
     activations: tuple[str, ...] = option(PAPER_ACTIVATIONS, f"CPPN: node functions (also: {', '.join(ACTIVATIONS[4:])})")
     weight_range: float = option(10.0, "CPPN: weights and biases in [-range, range]", "traced")
     add_conn_rate: float = option(0.5, "CPPN: probability of adding a connection per offspring", "traced")
@@ -133,6 +137,8 @@ class RunConfig:
         if self.gradient_instances < 1 or not (math.isfinite(self.gradient_lr) and self.gradient_lr >= 0):
             raise ConfigError(f"gradient_instances must be >= 1 and gradient_lr a finite number >= 0, got "
                               f"{self.gradient_instances}, {self.gradient_lr}")
+        if not 0.0 <= self.gradient_fresh <= 1.0:
+            raise ConfigError(f"gradient_fresh must be in [0, 1], got {self.gradient_fresh}")
         even = [e for e in self.emitters if e in EVEN_POPULATION]
         if even and self.es_population % 2:
             raise ConfigError(f"es_population must be even for the {even[0]} emitter, got {self.es_population}")
@@ -157,6 +163,9 @@ class RunConfig:
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+        if any(w < 1 for w in self.init_layers) or sum(self.init_layers) > self.max_hidden:
+            raise ConfigError(f"init_layers must be widths >= 1 summing to at most max_hidden ({self.max_hidden}), got "
+                              f"{','.join(map(str, self.init_layers))}")
         if self.max_hidden < 0 or self.max_conns < 1:
             raise ConfigError(f"max_hidden must be >= 0 and max_conns >= 1, got {self.max_hidden}, {self.max_conns}")
         if not (math.isfinite(self.weight_range) and self.weight_range > 0):

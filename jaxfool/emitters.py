@@ -26,7 +26,7 @@ offspring were inserted. Several emitters split one generation's batch ("mixed e
   refinement): E instances, each on an elite, take one Adam step per generation on the genes
   (direct: pixels; CPPN: the weights and biases of the elite's topology) toward their cell's
   log-probability; an instance that improves nothing for ``restart_after`` generations moves
-  to another elite.
+  to another elite, or to a fresh random genome.
 
 Every emitter says what it spends: ``evaluations`` per generation (offspring scored, plus a
 gradient emitter's forward and backward passes), which :meth:`MapElites.evaluations` counts.
@@ -46,6 +46,20 @@ from jaxfool.archive import Archive, where_rows
 from jaxfool.config import ES_STRATEGIES, EVEN_POPULATION, SELECTIONS  # noqa: F401 (re-exported)
 
 
+def _selection_weights(archive: Archive, selection: str, log_threshold: jax.Array) -> jax.Array:
+    """float32 ``[C]``: how likely each cell is to be picked under ``selection`` (unnormalised)."""
+    weights = archive.filled.astype(jnp.float32)
+    if selection == "unique":
+        same = (archive.generation[:, None] == archive.generation[None, :]) & (
+            archive.offspring[:, None] == archive.offspring[None, :]
+        )
+        weights = weights / jnp.maximum(same.sum(axis=1), 1)
+    elif selection == "unfooled":
+        below = weights * (archive.fitness < log_threshold)
+        weights = jnp.where(below.sum() > 0, below, weights)
+    return weights
+
+
 def select_parents(key: jax.Array, archive: Archive, n: int, selection: str, log_threshold: jax.Array) -> jax.Array:
     """Picks ``n`` parent cells, int32 ``[n]``.
 
@@ -56,16 +70,24 @@ def select_parents(key: jax.Array, archive: Archive, n: int, selection: str, log
       (a traced float32 log-confidence)
       (all occupied cells once every cell is above): the budget goes where work remains.
     """
-    weights = archive.filled.astype(jnp.float32)
-    if selection == "unique":
-        same = (archive.generation[:, None] == archive.generation[None, :]) & (
-            archive.offspring[:, None] == archive.offspring[None, :]
-        )
-        weights = weights / jnp.maximum(same.sum(axis=1), 1)
-    elif selection == "unfooled":
-        below = weights * (archive.fitness < log_threshold)
-        weights = jnp.where(below.sum() > 0, below, weights)
+    weights = _selection_weights(archive, selection, log_threshold)
     return jax.random.choice(key, archive.num_cells, (n,), p=weights / weights.sum()).astype(jnp.int32)
+
+
+def spread_cells(key: jax.Array, archive: Archive, busy: jax.Array, n: int, selection: str, log_threshold: jax.Array) -> jax.Array:
+    """``n`` cells for instances that (re)start, int32 ``[n]``: the cells ``selection`` may pick,
+    those with the fewest instances already on them (``busy`` int32 ``[C]``) first, ties in random
+    order, wrapping round when ``n`` exceeds them. Drawing cells independently would leave some
+    cell without any instance for as long as the others keep improving.
+
+    >>> from jaxfool.archive import empty_archive
+    >>> a = empty_archive(jnp.zeros((4, 1)), 4).replace(filled=jnp.ones(4, bool))
+    >>> sorted(spread_cells(jax.random.key(0), a, jnp.array([1, 0, 0, 2]), 2, "uniform", 0.0).tolist())
+    [1, 2]
+    """
+    eligible = _selection_weights(archive, selection, log_threshold) > 0
+    order = jnp.argsort(jnp.where(eligible, busy + jax.random.uniform(key, busy.shape), jnp.inf))
+    return order[jnp.arange(n) % jnp.maximum(eligible.sum(), 1)].astype(jnp.int32)
 
 
 def archive_gain(archive: Archive, scores: jax.Array) -> jax.Array:
@@ -212,14 +234,16 @@ class ESEmitter:
 @struct.dataclass
 class GradientState:
     """E gradient instances: their current genes ``[E, D]`` in [0, 1], Adam states (leaves
-    ``[E, ...]``, one step count each), centre cells, generations without improving the
-    archive, and the centres' gene templates (CPPN: topology)."""
+    ``[E, ...]``, one step count each), centre cells, generations without improving (neither
+    the archive nor their own best), the gene templates (CPPN: topology) and their best
+    log-probability of their centre's class so far (float32 ``[E]``)."""
 
     genes: jax.Array
     optimizer: Any
     center: jax.Array
     stale: jax.Array
     template: Any = ()
+    best: jax.Array = ()
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -239,10 +263,14 @@ class GradientEmitter:
       batch_size: instances, one offspring each per generation.
       learning_rate: Adam's step on genes in [0, 1] (CPPN genes map to
         [-weight_range, weight_range], so 0.001 moves a weight by about 0.02 at range 10).
-      restart_after: generations without improving the archive before an instance moves to a
-        new elite (chosen as parents are); it also moves once its cell reaches the threshold,
-        while some cell has not.
-      selection: how (re)starting instances pick their elite.
+      restart_after: generations without improving the archive or its own best before an
+        instance moves on (to a cell chosen as parents are); it also moves once its cell
+        reaches the threshold, while some cell has not.
+      selection: which cells (re)starting instances may take (:func:`spread_cells`: the
+        least attended first).
+      fresh: probability that a (re)starting instance climbs from a new random genome (a new
+        lineage) instead of its cell's elite: once an elite's CPPN weights are climbed out,
+        climbing it again retraces the same path.
     """
 
     encoding: Any
@@ -251,6 +279,7 @@ class GradientEmitter:
     learning_rate: float = 0.05
     restart_after: int = 10
     selection: str = "uniform"
+    fresh: float = 0.0
 
     @property
     def evaluations(self) -> int:
@@ -261,20 +290,30 @@ class GradientEmitter:
     def _optimizer(self):
         return optax.adam(self.learning_rate)
 
-    def _start(self, key: jax.Array, archive: Archive, params: Any) -> GradientState:
-        centers = select_parents(key, archive, self.batch_size, self.selection, params.log_threshold)
-        elites = jax.tree.map(lambda g: g[centers], archive.genomes)
-        genes = self.encoding.genes(elites, params.variation)
+    def _start(self, key: jax.Array, archive: Archive, params: Any, busy: jax.Array, rank: jax.Array) -> GradientState:
+        """New instances in every row; row i takes the ``rank[i]``-th of the cells
+        :func:`spread_cells` proposes given ``busy`` instances per cell."""
+        if self.fresh > 0:  # (without fresh starts the key is used as before they existed)
+            key, k_new, k_coin = jax.random.split(key, 3)
+        centers = spread_cells(key, archive, busy, self.batch_size, self.selection, params.log_threshold)[rank]
+        starts = jax.tree.map(lambda g: g[centers], archive.genomes)
+        best = jnp.where(archive.filled[centers], archive.fitness[centers], -jnp.inf)
+        if self.fresh > 0:
+            new = jax.random.uniform(k_coin, (self.batch_size,)) < self.fresh
+            starts = where_rows(new, self.encoding.init(k_new, self.batch_size, params.variation), starts)
+            best = jnp.where(new, -jnp.inf, best)
+        genes = self.encoding.genes(starts, params.variation)
         return GradientState(
             genes=genes,
             optimizer=jax.vmap(self._optimizer().init)(genes),
             center=centers,
             stale=jnp.zeros(self.batch_size, jnp.int32),
-            template=self.encoding.gene_template(elites),
+            template=self.encoding.gene_template(starts),
+            best=best.astype(jnp.float32),
         )
 
     def init(self, key: jax.Array, archive: Archive, params: Any) -> GradientState:
-        return self._start(key, archive, params)
+        return self._start(key, archive, params, jnp.zeros(archive.num_cells, jnp.int32), jnp.arange(self.batch_size))
 
     def emit(self, key, archive: Archive, state: GradientState, generation, params):
         images, pullback = jax.vjp(lambda g: self.encoding.render_genes(state.template, g, params.variation), state.genes)
@@ -289,10 +328,16 @@ class GradientEmitter:
         return genomes, state.center, state.replace(genes=genes, optimizer=optimizer)
 
     def tell(self, key, state: GradientState, archive: Archive, genomes, parents, scores, params) -> GradientState:
-        stale = jnp.where(archive_gain(archive, scores) > 0, 0, state.stale + 1)
+        own = jnp.take_along_axis(scores, state.center[:, None], axis=1)[:, 0]
+        own = jnp.where(jnp.isfinite(own), own, -jnp.inf)
+        improved = (archive_gain(archive, scores) > 0) | (own > state.best)  # a fresh lineage climbs below the elites
+        stale = jnp.where(improved, 0, state.stale + 1)
+        state = state.replace(stale=stale, best=jnp.maximum(state.best, own))
         # An instance whose cell is fooled moves on while others are not: climbing past the
         # threshold always "improves" the archive, so staleness alone would keep it there.
         fooled = archive.fitness >= params.log_threshold
         done = fooled[state.center] & (archive.filled & ~fooled).any()
         restart = (stale >= self.restart_after) | done
-        return where_rows(restart, self._start(key, archive, params), state.replace(stale=stale))
+        busy = jnp.zeros(archive.num_cells, jnp.int32).at[state.center].add(~restart)
+        moved = self._start(key, archive, params, busy, jnp.cumsum(restart) - 1)
+        return where_rows(restart, moved, state)

@@ -31,18 +31,19 @@ def make_encoding(config: RunConfig, image_shape: tuple[int, int, int]) -> tuple
     if config.encoding == "direct":
         return DirectEncoding(tuple(image_shape), color_space=config.color_space), DirectParams
     if config.encoding == "cppn":
-        needed = 4 * (1 if image_shape[-1] == 1 else 3)
-        if config.max_conns < needed:
-            raise ConfigError(f"max_conns must be >= {needed} (every input joined to every output), got {config.max_conns}")
-        encoding = CPPNEncoding(
-            tuple(image_shape),
-            color_space=config.color_space,
-            max_hidden=config.max_hidden,
-            max_conns=config.max_conns,
-            activations=tuple(config.activations),
-            renderer=config.renderer,
-            render_memory=config.render_memory << 20,
-        )
+        try:
+            encoding = CPPNEncoding(
+                tuple(image_shape),
+                color_space=config.color_space,
+                max_hidden=config.max_hidden,
+                max_conns=config.max_conns,
+                activations=tuple(config.activations),
+                renderer=config.renderer,
+                render_memory=config.render_memory << 20,
+                init_layers=tuple(config.init_layers),
+            )
+        except ValueError as e:  # sizes that only the image's channels make inconsistent
+            raise ConfigError(str(e)) from None
         if encoding.render_path() == "unrolled":
             try:
                 encoding.check_render_memory(image_shape[0] * image_shape[1])
@@ -117,7 +118,8 @@ def make_emitters(config: RunConfig, encoding: Encoding, budget: int, score_fn=N
             emitters.append(MutationEmitter(encoding, sizes[name], config.selection, config.crossover_rate > 0))
         elif name == "gradient":
             lr = config.gradient_lr or encoding.gradient_lr
-            emitters.append(GradientEmitter(encoding, score_fn, sizes[name], lr, config.es_restart, config.selection))
+            emitters.append(GradientEmitter(encoding, score_fn, sizes[name], lr, config.es_restart, config.selection,
+                                            config.gradient_fresh))
         else:
             emitters.append(ESEmitter(encoding, name, sizes[name], config.es_population, config.es_std,
                                       config.es_restart, config.selection))

@@ -145,7 +145,7 @@ def write_report(run_dir: str, path: str | None = None, per_page: int = CLASSES_
             out.append(f"<tr><td>{classes[c]}</td><td class='name'>{e(names[c])}</td>{row}<td>{pictures.confidence_label(median)}</td></tr>")
         return out + ["</table>"]
 
-    per_class = [s["evaluations_to_threshold_per_class"] for s in seeds]
+    per_class = [s[f"evaluations_to_{threshold:g}_per_class"] for s in seeds]
     title = f"jaxfool report: {summary['classifier']}"
     parts = [head(title)]
     fooled = [s["classes_fooled"] for s in seeds]

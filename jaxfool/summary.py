@@ -119,12 +119,10 @@ def summarize(exp: Experiment, result: Result, lanes: slice) -> dict[str, Any]:
             entry[f"generations_to_{t:g}"] = every
             entry[f"evaluations_to_{t:g}"] = None if every is None else int(exp.engine.evaluations(every))
             entry[f"generations_to_{t:g}_per_class"] = [int(g) if g >= 0 else None for g in reached]
+            entry[f"evaluations_to_{t:g}_per_class"] = [int(exp.engine.evaluations(int(g))) if g >= 0 else None for g in reached]
         if again is not None:
             entry["best_confidence_float32"] = [float(p) for p in again[k]]
             entry["classes_fooled_float32"] = int((again[k] >= exp.config.threshold).sum())
-        per_class = result.reached[exp.config.threshold][lanes][k]
-        entry["generations_to_threshold_per_class"] = [int(g) for g in per_class]
-        entry["evaluations_to_threshold_per_class"] = [int(exp.engine.evaluations(int(g))) if g >= 0 else None for g in per_class]
         seeds.append(entry)
     total = int(evaluations.sum())
     return {

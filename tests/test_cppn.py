@@ -39,6 +39,32 @@ def test_initial_genomes_are_inputs_wired_to_outputs():
             _check_valid(enc, jax.tree.map(lambda a: a[i], g))
 
 
+def test_layered_start_joins_each_layer_fully_to_the_next_and_then_grows():
+    enc = CPPNEncoding((8, 8, 3), max_hidden=10, max_conns=60, init_layers=(3, 4))
+    g = jax.tree.map(np.asarray, enc.init(jax.random.key(0), 6))
+    assert enc.init_conns == 4 * 3 + 3 * 4 + 4 * 3 and (g.conn_on.sum(1) == enc.init_conns).all()
+    for i in range(6):
+        one = jax.tree.map(lambda a: a[i], g)
+        _check_valid(enc, one)
+        on = one.conn_on
+        steps = {(float(a), float(b)) for a, b in zip(one.position[one.source[on]], one.position[one.target[on]])}
+        assert steps == {(0.0, np.float32(1 / 3)), (np.float32(1 / 3), np.float32(2 / 3)), (np.float32(2 / 3), 1.0)}
+        fan_in = np.bincount(one.target[on], minlength=enc.num_nodes)
+        assert (fan_in[NUM_INPUTS + 3 : NUM_INPUTS + 6] == 4).all() and (fan_in[NUM_INPUTS + 6 : NUM_INPUTS + 10] == 3).all()
+        assert (fan_in[NUM_INPUTS : NUM_INPUTS + 3] == 4).all() and one.node_on.sum() == NUM_INPUTS + 3 + 7
+    assert len({tuple(w) for w in g.weight}) == 6  # each genome its own weights
+    # He-style scale: the first layer's weights (fan-in 4) have std ~1, far below the range.
+    assert 0.7 < g.weight[:, :12].std() < 1.3
+    mutate = jax.jit(lambda k, x: enc.mutate(k, x, 1, CPPNParams()))
+    grown = enc.init(jax.random.key(0), 6)
+    for step in range(60):
+        grown = mutate(jax.random.key(step + 1), grown)
+    host = jax.tree.map(np.asarray, grown)
+    for i in range(6):
+        _check_valid(enc, jax.tree.map(lambda a: a[i], host))
+    assert (host.node_on.sum(1) != NUM_INPUTS + 3 + 7).any()  # the start is a start, not a cage
+
+
 def test_thousand_mutations_keep_genomes_valid_and_padding_inert():
     params = CPPNParams()
     mutate = jax.jit(lambda k, g: ENC.mutate(k, g, 1, params))

@@ -271,3 +271,50 @@ def test_gradient_emitter_lanes_equal_runs_alone(lenet):
     alone = run_generations(alone_exp.engine, params, init_seeds(alone_exp.engine, params, keys), keys, 3)[0]
     np.testing.assert_array_equal(both.archive.fitness[1], alone.archive.fitness[0])
     np.testing.assert_array_equal(both.emitters[1].genes[1], alone.emitters[1].genes[0])
+
+
+def test_gradient_instances_restart_as_fresh_lineages_and_count_their_own_progress():
+    from jaxfool.emitters import GradientEmitter
+
+    enc = DirectEncoding((6, 6, 1))
+    archive = _filled_archive(enc).replace(fitness=jnp.full(4, -3.0))
+    params = Params(model=None, variation=DirectParams())
+    elite = GradientEmitter(enc, None, batch_size=4, restart_after=2).init(jax.random.key(0), archive, params)
+    np.testing.assert_array_equal(elite.genes, enc.genes(archive.genomes[elite.center], params.variation))
+    np.testing.assert_array_equal(elite.best, [-3.0] * 4)  # an elite start must beat its elite
+    em = GradientEmitter(enc, None, batch_size=4, restart_after=2, fresh=1.0)
+    state = em.init(jax.random.key(0), archive, params)
+    starts = enc.genes(archive.genomes, params.variation)
+    assert not (state.genes[:, None, :] == starts[None]).all(-1).any()  # new genomes, not elites
+    assert np.isneginf(state.best).all()
+
+    def told(state, own, key):
+        scores = jnp.full((4, 4), -50.0).at[jnp.arange(4), state.center].set(own)  # below every elite
+        return em.tell(jax.random.key(key), state, archive, None, state.center, scores, params)
+
+    climbing = told(state, jnp.full(4, -9.0), 1)
+    climbing = told(climbing, jnp.full(4, -8.0), 2)  # still below the archive, but better than before
+    np.testing.assert_array_equal(climbing.stale, [0] * 4)
+    np.testing.assert_array_equal(climbing.best, [-8.0] * 4)
+    np.testing.assert_array_equal(climbing.genes, state.genes)  # nobody restarted
+    stuck = told(told(climbing, jnp.full(4, -8.0), 3), jnp.full(4, -8.5), 4)  # two generations without progress
+    assert np.isneginf(stuck.best).all() and (stuck.stale == 0).all()
+    assert not (stuck.genes == state.genes).all(-1).any()  # a new lineage each
+    mixed = GradientEmitter(enc, None, batch_size=64, fresh=0.5).init(jax.random.key(2), archive, params)
+    from_elites = (mixed.genes == enc.genes(archive.genomes[mixed.center], params.variation)).all(-1)
+    assert 16 < int(from_elites.sum()) < 48 and np.isneginf(mixed.best[~from_elites]).all()
+
+
+def test_gradient_instances_spread_over_the_cells_least_attended():
+    from jaxfool.emitters import GradientEmitter
+
+    enc = DirectEncoding((6, 6, 1))
+    archive = _filled_archive(enc).replace(fitness=jnp.full(4, -3.0))
+    params = Params(model=None, variation=DirectParams())
+    em = GradientEmitter(enc, None, batch_size=4, restart_after=1, selection="unfooled")
+    for seed in range(5):  # independent draws would leave a cell empty in 90 % of starts
+        assert sorted(em.init(jax.random.key(seed), archive, params).center.tolist()) == [0, 1, 2, 3]
+    state = em.init(jax.random.key(0), archive, params).replace(center=jnp.array([2, 2, 3, 0], jnp.int32))
+    gains = jnp.full((4, 4), -50.0).at[2:, :].set(0.0)  # rows 0 and 1 improve nothing: they move
+    told = em.tell(jax.random.key(1), state, archive, None, state.center, gains, params)
+    assert sorted(told.center[:2].tolist()) == [1, 2] and told.center[2:].tolist() == [3, 0]

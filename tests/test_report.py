@@ -108,7 +108,7 @@ def test_write_report_for_a_big_image_run_uses_thumbnails(tmp_path):
         "classifier": "big", "config": {"encoding": "cppn", "threshold": 0.99, "batch": 10, "generations": 5},
         "classes": [{"index": i, "name": n} for i, n in enumerate(names)],
         "seeds": [{"seed": 0, "classes_fooled": 1, "evaluations": 60, "best_confidence": [0.995, 0.5, 0.2],
-                   "generations_to_threshold_per_class": [3, -1, -1], "evaluations_to_threshold_per_class": [40, None, None]}],
+                   "generations_to_0.99_per_class": [3, None, None], "evaluations_to_0.99_per_class": [40, None, None]}],
         "evaluation_budget": 60, "wall_time_s": 1.0, "device": {"kind": "cpu", "count": 1}, "versions": {"jax": "x"}, "evals_per_s": None,
     }
     json.dump(summary, open(os.path.join(run_dir, "summary.json"), "w"))

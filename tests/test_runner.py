@@ -39,7 +39,8 @@ def test_default_run_fools_and_writes_everything(default_run):
     assert seed["generations_to_0.9999"] == seed["generations"] <= 50
     assert seed["evaluations"] == 200 * (seed["generations"] + 1)
     assert seed["generations_to_0.99"] <= seed["generations_to_0.9999"]
-    assert max(seed["generations_to_threshold_per_class"]) == seed["generations"]
+    assert max(seed["generations_to_0.9999_per_class"]) == seed["generations"]
+    assert seed["evaluations_to_0.9999_per_class"] == [200 * (g + 1) for g in seed["generations_to_0.9999_per_class"]]
     assert summary["versions"]["jax"] == jax.__version__ and summary["device"]["platform"] == "cpu"
     lines = open(os.path.join(out, "metrics.jsonl")).read().splitlines()
     assert [json.loads(l)["generation"] for l in lines] == list(range(seed["generations"] + 1))
@@ -178,6 +179,8 @@ def test_resume_can_extend_but_not_change(tmp_path):
         (["--classifier", "alexnet"], "error: unknown classifier 'alexnet'"),
         (["--preset", "imagenet-everything"], "error: unknown preset 'imagenet-everything'"),
         (["--classes", "eleven"], "error: lenet-mnist has no class named 'eleven'"),
+        (["--encoding", "cppn", "--init-layers", "8,8"], "error: init_layers must be widths >= 1 summing to at most max_hidden (12), got 8,8"),
+        (["--encoding", "cppn", "--init-layers", "6,6"], "error: max_conns must be >= 66 (the starting layers joined fully), got 48"),
         (["--resume", "/nonexistent/run"], "error: /nonexistent/run is not a run directory (no config.json)"),
     ],
 )
@@ -192,6 +195,8 @@ def test_bad_flags_give_one_line(flags, message, tmp_path):
 def test_bad_flag_type_is_an_argparse_error(tmp_path):
     proc = run_script("run.py", "--batch", "many", "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and "batch must be int, got 'many'" in proc.stderr
+    proc = run_script("run.py", "--init-layers", "12,x", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "init_layers must be a comma-separated list of int, got '12,x'" in proc.stderr
 
 
 def test_help_lists_every_field_with_defaults():

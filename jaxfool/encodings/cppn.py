@@ -25,6 +25,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from jaxfool.config import PAPER_ACTIVATIONS, default
@@ -109,6 +110,9 @@ class CPPNEncoding:
         "auto" (from the backend), "grouped" or "unrolled".
       render_memory: bytes the unrolled renderer may hold at once; it renders the population
         in as few chunks as fit.
+      init_layers: hidden layer widths of the starting networks, each layer fully connected to
+        the next (inputs -> layers -> outputs); empty: the paper's start, every input joined to
+        every output and no hidden node.
     """
 
     image_shape: tuple[int, int, int]
@@ -118,6 +122,7 @@ class CPPNEncoding:
     activations: tuple[str, ...] = PAPER_ACTIVATIONS
     renderer: str = "auto"
     render_memory: int = 1 << 30
+    init_layers: tuple[int, ...] = ()
     name: str = "cppn"
     # A gradient emitter's Adam step on genes in [0, 1]: 0.02 of a weight at range 10 (larger
     # steps throw sine CPPNs far off their picture).
@@ -128,8 +133,18 @@ class CPPNEncoding:
         if unknown or not self.activations:
             raise ValueError(f"unknown activation {unknown[:1]}; choose from {', '.join(ACTIVATIONS)}")
         cppn_render.choose(self.renderer, "cpu")  # an unknown name fails here
-        if self.max_conns < NUM_INPUTS * self.num_outputs:
-            raise ValueError(f"max_conns must be >= {NUM_INPUTS * self.num_outputs} (inputs x outputs)")
+        if self.max_conns < self.init_conns:
+            what = "the starting layers joined fully" if self.init_layers else "every input joined to every output"
+            raise ValueError(f"max_conns must be >= {self.init_conns} ({what}), got {self.max_conns}")
+        if self.max_hidden < sum(self.init_layers) or any(w < 1 for w in self.init_layers):
+            raise ValueError(f"init_layers {self.init_layers} need widths >= 1 summing to at most max_hidden ({self.max_hidden})")
+
+    @property
+    def init_conns(self) -> int:
+        """Connections of a starting network: every layer (inputs, ``init_layers``, outputs)
+        joined fully to the next."""
+        widths = (NUM_INPUTS, *self.init_layers, self.num_outputs)
+        return sum(a * b for a, b in zip(widths[:-1], widths[1:]))
 
     @property
     def num_outputs(self) -> int:
@@ -151,25 +166,46 @@ class CPPNEncoding:
 
     # ---------------------------------------------------------------- init
     def init(self, key: jax.Array, n: int, params: CPPNParams | None = None) -> CPPNGenome:
-        """Inputs fully connected to the outputs, no hidden nodes, random weights and functions."""
+        """Random starting networks of :meth:`start_topology`: random functions; weights uniform
+        in [-weight_range, weight_range] for the paper's start, else He-style normal (std
+        2/sqrt(fan-in), clipped to the range) so that deep sine layers do not start as noise."""
         params = params or self.default_params()
         return jax.vmap(lambda k: self._init_one(k, params.weight_range))(jax.random.split(key, n))
 
+    def start_topology(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The starting networks' wiring: connection sources and targets (int32 ``[init_conns]``,
+        source-major), every node's position (float32 ``[N]``: inputs 0, outputs 1, hidden layer
+        l of L at (l+1)/(L+1), unused slots 2) and each connection's fan-in (``[init_conns]``)."""
+        position = np.full(self.num_nodes, INACTIVE, np.float32)
+        position[:NUM_INPUTS], position[NUM_INPUTS : NUM_INPUTS + self.num_outputs] = 0.0, 1.0
+        layers, start = [np.arange(NUM_INPUTS)], NUM_INPUTS + self.num_outputs
+        for depth, width in enumerate(self.init_layers):
+            layers.append(np.arange(start, start + width))
+            position[start : start + width] = (depth + 1) / (len(self.init_layers) + 1)
+            start += width
+        layers.append(np.arange(NUM_INPUTS, NUM_INPUTS + self.num_outputs))
+        pairs = [(a, b) for here, there in zip(layers[:-1], layers[1:]) for a in here for b in there]
+        source, target = (np.array(x, np.int32) for x in zip(*pairs))
+        fan_in = np.bincount(target, minlength=self.num_nodes)[target].astype(np.float32)
+        return source, target, position, fan_in
+
     def _init_one(self, key: jax.Array, weight_range) -> CPPNGenome:
         k_act, k_w = jax.random.split(key)
-        is_input, is_output, _ = self._kinds()
-        n_io = NUM_INPUTS * self.num_outputs
-        slot = jnp.arange(self.max_conns)
-        used = slot < n_io
+        source, target, position, fan_in = self.start_topology()
+        n, pad = len(source), self.max_conns - len(source)
+        if self.init_layers:
+            weight = jnp.clip(jax.random.normal(k_w, (n,)) * 2.0 / np.sqrt(fan_in), -weight_range, weight_range)
+        else:  # the paper's start, draw for draw as before layers existed
+            weight = jax.random.uniform(k_w, (self.max_conns,), minval=-weight_range, maxval=weight_range)[:n]
         return CPPNGenome(
             activation=jax.random.randint(k_act, (self.num_nodes,), 0, len(self.activations)),
-            node_on=is_input | is_output,
-            position=jnp.where(is_input, 0.0, jnp.where(is_output, 1.0, INACTIVE)),
+            node_on=jnp.asarray(position < INACTIVE),
+            position=jnp.asarray(position),
             bias=jnp.zeros((self.num_nodes,), jnp.float32),
-            source=jnp.where(used, slot // self.num_outputs, 0).astype(jnp.int32),
-            target=jnp.where(used, NUM_INPUTS + slot % self.num_outputs, 0).astype(jnp.int32),
-            weight=jnp.where(used, jax.random.uniform(k_w, (self.max_conns,), minval=-weight_range, maxval=weight_range), 0.0),
-            conn_on=used,
+            source=jnp.pad(jnp.asarray(source), (0, pad)),
+            target=jnp.pad(jnp.asarray(target), (0, pad)),
+            weight=jnp.pad(weight, (0, pad)),
+            conn_on=jnp.arange(self.max_conns) < n,
         )
 
     # ---------------------------------------------------------------- variation
