@@ -25,8 +25,9 @@ offspring were inserted. Several emitters split one generation's batch ("mixed e
 * :class:`GradientEmitter`: differentiable quality-diversity (a CMA-MEGA / OMG-MEGA-like
   refinement): E instances, each on an elite, take one Adam step per generation on the genes
   (direct: pixels; CPPN: the weights and biases of the elite's topology) toward their cell's
-  log-probability; an instance that improves nothing for ``restart_after`` generations moves
-  to another elite, or to a fresh random genome.
+  log-probability; instances spread over the cells, and one that improves nothing for
+  ``restart_after`` generations moves to the least attended cell's elite, or to a fresh random
+  genome.
 
 Every emitter says what it spends: ``evaluations`` per generation (offspring scored, plus a
 gradient emitter's forward and backward passes), which :meth:`MapElites.evaluations` counts.
@@ -264,8 +265,8 @@ class GradientEmitter:
       learning_rate: Adam's step on genes in [0, 1] (CPPN genes map to
         [-weight_range, weight_range], so 0.001 moves a weight by about 0.02 at range 10).
       restart_after: generations without improving the archive or its own best before an
-        instance moves on (to a cell chosen as parents are); it also moves once its cell
-        reaches the threshold, while some cell has not.
+        instance moves on (to the cell :func:`spread_cells` gives it); it also moves once its
+        cell reaches the threshold, while some cell has not.
       selection: which cells (re)starting instances may take (:func:`spread_cells`: the
         least attended first).
       fresh: probability that a (re)starting instance climbs from a new random genome (a new
@@ -293,7 +294,7 @@ class GradientEmitter:
     def _start(self, key: jax.Array, archive: Archive, params: Any, busy: jax.Array, rank: jax.Array) -> GradientState:
         """New instances in every row; row i takes the ``rank[i]``-th of the cells
         :func:`spread_cells` proposes given ``busy`` instances per cell."""
-        if self.fresh > 0:  # (without fresh starts the key is used as before they existed)
+        if self.fresh > 0:  # (split only when needed: the cells' draw stays the same without)
             key, k_new, k_coin = jax.random.split(key, 3)
         centers = spread_cells(key, archive, busy, self.batch_size, self.selection, params.log_threshold)[rank]
         starts = jax.tree.map(lambda g: g[centers], archive.genomes)
