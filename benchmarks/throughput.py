@@ -17,6 +17,8 @@ compiled) engine, printing generations/evaluations to 99 % and 99.99 % and wall 
     python benchmarks/throughput.py                                  # direct and CPPN presets
     python benchmarks/throughput.py --presets mnist-direct --seeds 0
     python benchmarks/throughput.py --presets imagenet-cppn --batches 64 --cells 10,1000 --seeds ''
+    python benchmarks/throughput.py --classifier torch:lenet5.pt2 --input-mean 0.1307 --input-std 0.3081 \
+        --presets mnist-direct --batches 256 --seeds ''          # a PyTorch model through the bridge
 
 ``--cells 10,1000`` measures each preset with 10 and with 1000 class cells (the first N
 classes) and prints the step's rate with the most cells over the fewest, and the engine state's
@@ -138,10 +140,11 @@ def render_cost(resolution: int, batch: int, repeats: int, classifier: str | Non
     return row
 
 
-def time_to_fool(preset: str, seed: int, fresh: bool = True) -> dict:
+def time_to_fool(preset: str, seed: int, fresh: bool = True, **overrides) -> dict:
     """One run of ``preset``: generations and seconds to fool. ``fresh``: with a new engine, so
-    compilation is in the wall time, as for a newcomer; else reusing this process's programs."""
-    config = load_preset(preset, seed=seed)
+    compilation is in the wall time, as for a newcomer; else reusing this process's programs.
+    ``overrides``: config fields (e.g. the classifier)."""
+    config = load_preset(preset, seed=seed, **overrides)
     if fresh:
         clear_caches()
     with tempfile.TemporaryDirectory() as out:
@@ -173,8 +176,16 @@ def main() -> None:
     parser.add_argument("--imagenet-classifier", default=None, help="classifier for the 224x224 render row")
     parser.add_argument("--cells", default="", help="comma-separated numbers of class cells (the first N classes), "
                         "each measured at every batch, e.g. 10,1000 for ImageNet ('': the preset's)")
+    parser.add_argument("--classifier", default=None, help="classifier of every row (default: each preset's), e.g. torch:lenet5.pt2")
+    parser.add_argument("--input-shape", default=None, help="with a torch:FILE.py:FACTORY classifier: channels,height,width")
+    parser.add_argument("--input-mean", default=None, help="with a torch classifier: per-channel mean")
+    parser.add_argument("--input-std", default=None, help="with a torch classifier: per-channel std")
     parser.add_argument("--output", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args()
+    model = {} if args.classifier is None else {"classifier": args.classifier}
+    for name, parse in (("input_shape", int), ("input_mean", float), ("input_std", float)):
+        if getattr(args, name) is not None:
+            model[name] = tuple(parse(v) for v in getattr(args, name).split(","))
 
     lines = [{"device": jax.devices()[0].device_kind, "platform": jax.devices()[0].platform,
               "devices": jax.device_count(), "cpus": os.cpu_count(), "jax": jax.__version__}]
@@ -192,9 +203,9 @@ def main() -> None:
             by_cells = {}
             for n in cells or [None]:
                 classes = {} if n is None else {"classes": tuple(str(i) for i in range(n))}
-                row = measure(preset, batch, args.generations, args.repeats, args.grow, compute_dtype=args.compute_dtype, **classes)
+                row = measure(preset, batch, args.generations, args.repeats, args.grow, compute_dtype=args.compute_dtype, **classes, **model)
                 by_cells[n] = row
-                emit({"preset": preset, "compute_dtype": args.compute_dtype, **row})
+                emit({"preset": preset, "compute_dtype": args.compute_dtype, **({"classifier": args.classifier} if model else {}), **row})
             steps[preset, batch] = by_cells[cells[0] if cells else None]["step_evals_per_s"]
             if len(cells) > 1:  # the step with the most cells against the fewest, measured one after the other
                 few, many = by_cells[min(cells)], by_cells[max(cells)]
@@ -211,7 +222,7 @@ def main() -> None:
         emit(render_cost(224, 32, args.repeats, args.imagenet_classifier))
     for preset in presets:
         for seed in (int(s) for s in args.seeds.split(",") if s):
-            emit(time_to_fool(preset, seed))
+            emit(time_to_fool(preset, seed, **model))
     if args.output:
         with open(args.output, "a") as f:
             f.writelines(json.dumps(l) + "\n" for l in lines)

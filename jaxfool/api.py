@@ -9,6 +9,11 @@
 
 ``logits_fn(params, images)`` takes float32 images ``[N, *image_shape]`` in [0, 1] and returns
 logits ``[N, num_classes]``; it must be a pure JAX function (it is jitted and vmapped).
+
+A PyTorch model works too (the ``torch`` extra), with no params: ``jaxfool.fool(module,
+image_shape=(28, 28, 1), input_mean=(0.1307,), input_std=(0.3081,))`` lowers it through
+:func:`jaxfool.models.from_torch`; so does a ``torch.export`` program, or a
+:class:`~jaxfool.models.Classifier` built by ``from_torch`` itself.
 """
 
 from __future__ import annotations
@@ -66,12 +71,15 @@ class FoolResult:
         return directory
 
 
+TORCH_FIELDS = ("input_mean", "input_std", "input_range", "outputs")
+
+
 def fool(
-    logits_fn: Callable[[Any, jax.Array], jax.Array],
-    params: Any,
+    logits_fn: Callable[[Any, jax.Array], jax.Array] | Any,
+    params: Any = None,
     *,
-    image_shape: Sequence[int],
-    num_classes: int,
+    image_shape: Sequence[int] | None = None,
+    num_classes: int | None = None,
     encoding: str = "direct",
     generations: int = 1000,
     batch: int = 200,
@@ -86,10 +94,14 @@ def fool(
 
     Args:
       logits_fn: ``logits_fn(params, images [N, *image_shape]) -> logits [N, num_classes]``,
-        images float32 in [0, 1].
-      params: its parameters (any pytree).
-      image_shape: ``(height, width, channels)``; 1 or 3 channels.
-      num_classes: number of logits.
+        images float32 in [0, 1]; or a ``torch.nn.Module`` / ``torch.export`` program (no
+        params; its conventions as ``input_mean=``, ``input_std=``, ``input_range=``,
+        ``outputs=``, see :class:`jaxfool.models.torch_bridge.TorchInput`); or a
+        :class:`~jaxfool.models.Classifier`.
+      params: its parameters (any pytree); ``None`` for a PyTorch model or a Classifier.
+      image_shape: ``(height, width, channels)``; 1 or 3 channels (a PyTorch program's or a
+        Classifier's own when ``None``).
+      num_classes: number of logits (read from a PyTorch model's output when ``None``).
       encoding: "direct" (one gene per pixel) or "cppn" (regular patterns).
       generations: generation cap; the run stops earlier once every class is fooled.
       batch: images per generation.
@@ -126,18 +138,8 @@ def fool(
         raise ConfigError(f"unknown encoding {encoding!r}; choose one of {', '.join(PRESET_FOR_ENCODING)}")
     if "seeds" in config and config["seeds"] != 1:
         raise ConfigError("fool runs one seed; call it once per seed (or use scripts/run.py --seeds)")
-    if not (isinstance(num_classes, (int, np.integer)) and num_classes >= 2):
-        raise ConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}")
-    names = tuple(str(n) for n in class_names) if class_names is not None else tuple(str(i) for i in range(num_classes))
-    if len(names) != num_classes:
-        raise ConfigError(f"class_names has {len(names)} names for num_classes={num_classes}")
-    classifier = Classifier(
-        name=getattr(logits_fn, "__name__", "model"),
-        apply_fn=logits_fn,
-        params=params,
-        input_shape=tuple(int(d) for d in image_shape),
-        class_names=names,
-    )
+    classifier = _classifier(logits_fn, params, image_shape, num_classes, class_names, config)
+    num_classes, names = classifier.num_classes, classifier.class_names
     check_classifier(classifier)
     overrides = {"generations": generations, "batch": batch, "seed": seed, "threshold": threshold, **config}
     run_config = load_preset(PRESET_FOR_ENCODING[encoding], **overrides)
@@ -167,3 +169,36 @@ def fool(
     if out_dir is not None:
         fool_result.save(out_dir)
     return fool_result
+
+
+def _classifier(model, params, image_shape, num_classes, class_names, config: dict) -> Classifier:
+    """What :func:`fool` was given, as a :class:`Classifier`; pops the PyTorch conventions
+    from ``config``."""
+    from jaxfool.models.torch_bridge import TorchInput, from_torch, is_torch_model
+
+    torch_options = {k: config.pop(k) for k in TORCH_FIELDS if k in config}
+    if isinstance(model, Classifier) or is_torch_model(model):
+        if params is not None:
+            raise ConfigError("params are part of the model here: pass params only with a JAX logits_fn")
+        if isinstance(model, Classifier):
+            return model
+        conventions = TorchInput(mean=tuple(torch_options.get("input_mean", ())), std=tuple(torch_options.get("input_std", ())),
+                                 value_range=tuple(torch_options.get("input_range", (0.0, 1.0))), outputs=torch_options.get("outputs", "auto"))
+        input_shape = None if image_shape is None else (image_shape[-1], *image_shape[:-1]) if len(image_shape) == 3 else tuple(image_shape)
+        return from_torch(model, input_shape=input_shape, num_classes=num_classes, class_names=class_names, conventions=conventions)
+    if torch_options:
+        raise ConfigError(f"{next(iter(torch_options))} applies to PyTorch models only")
+    if image_shape is None:
+        raise ConfigError("image_shape=(height, width, channels) is needed with a JAX logits_fn")
+    if not (isinstance(num_classes, (int, np.integer)) and num_classes >= 2):
+        raise ConfigError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    names = tuple(str(n) for n in class_names) if class_names is not None else tuple(str(i) for i in range(num_classes))
+    if len(names) != num_classes:
+        raise ConfigError(f"class_names has {len(names)} names for num_classes={num_classes}")
+    return Classifier(
+        name=getattr(model, "__name__", "model"),
+        apply_fn=model,
+        params=params,
+        input_shape=tuple(int(d) for d in image_shape),
+        class_names=names,
+    )

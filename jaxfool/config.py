@@ -34,6 +34,7 @@ PAPER_ACTIVATIONS = ("sine", "sigmoid", "gaussian", "linear")
 ACTIVATIONS = (*PAPER_ACTIVATIONS, "cosine", "tanh", "abs", "square")
 RENDERERS = ("auto", "grouped", "unrolled")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+TORCH_OUTPUTS = ("auto", "logits", "log_probs", "probs")
 
 
 class JaxfoolError(Exception):
@@ -67,7 +68,17 @@ class RunConfig:
     """A MAP-Elites fooling run."""
 
     # What to fool.
-    classifier: str = option("lenet-mnist", "registered name, checkpoint path, or module:factory")
+    classifier: str = option("lenet-mnist", "registered name, checkpoint path, module:factory, or a PyTorch model: "
+                             "torch:FILE.pt2 (torch.export program) or torch:FILE.py:FACTORY (with --weights)")
+    weights: str = option("", "torch:FILE.py:FACTORY classifiers: a state dict (torch.save(model.state_dict(), FILE)), read with "
+                          "safe loading only (weights_only=True)")
+    input_shape: tuple[int, ...] = option((), "torch classifiers: channels,height,width of one image (PyTorch's order; "
+                                          "a .pt2 program's own when empty)")
+    input_range: tuple[float, ...] = option((0.0, 1.0), "torch classifiers: the pixel range low,high the module expects (e.g. 0,255)")
+    input_mean: tuple[float, ...] = option((), "torch classifiers: per-channel mean subtracted after --input-range (empty: none)")
+    input_std: tuple[float, ...] = option((), "torch classifiers: per-channel std divided by after --input-mean")
+    outputs: str = option("auto", f"torch classifiers: what the module returns: {' | '.join(TORCH_OUTPUTS)} "
+                          "(auto: log-probabilities and probabilities are recognised from a probe)")
     classes: tuple[str, ...] = option((), "cells for these classes only (names or indices, comma-separated); empty: all")
     # How images are encoded.
     encoding: str = option("direct", f"genome encoding: {' | '.join(ENCODINGS)}")
@@ -175,6 +186,12 @@ class RunConfig:
             raise ConfigError(f"unknown activation {(unknown or [''])[0]!r}; choose from {', '.join(ACTIVATIONS)}")
         if self.encoding == "cppn" and self.crossover_rate > 0:
             raise ConfigError("crossover_rate must be 0 with the cppn encoding (the paper's CPPNs had none)")
+        torch_fields = [n for n in ("weights", "input_shape", "input_mean", "input_std", "outputs", "input_range")
+                        if getattr(self, n) != default(n)]
+        if torch_fields and not self.classifier.startswith("torch:"):
+            raise ConfigError(f"{torch_fields[0]} applies to PyTorch classifiers only (--classifier torch:FILE.pt2 or torch:FILE.py:FACTORY)")
+        if self.outputs not in TORCH_OUTPUTS:
+            raise ConfigError(f"unknown outputs {self.outputs!r}; choose one of {', '.join(TORCH_OUTPUTS)}")
         if not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
         return self

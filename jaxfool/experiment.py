@@ -185,12 +185,20 @@ _STATIC_CACHE: collections.OrderedDict = collections.OrderedDict()  # (classifie
 _CLASSIFIER_CACHE: dict = {}
 
 
-def _load_classifier(spec: str) -> Classifier:
-    """``load_classifier``, loaded once per spec (and checkpoint file version) per process."""
-    path = spec if os.path.exists(spec) else spec + ".msgpack"
-    key = (spec, os.path.getmtime(path) if os.path.exists(path) else None)
+def _load_classifier(config: RunConfig) -> Classifier:
+    """``load_classifier``, loaded once per spec (and version of its files) per process."""
+    spec = config.classifier
+    files = [spec if os.path.exists(spec) else spec + ".msgpack"]
+    torch_options = {}
+    if spec.startswith("torch:"):
+        from jaxfool.models.torch_bridge import TorchInput
+
+        files = [spec[len("torch:"):].rpartition(":")[0] or spec[len("torch:"):], config.weights]
+        torch_options = dict(weights=config.weights, input_shape=config.input_shape, conventions=TorchInput(
+            mean=config.input_mean, std=config.input_std, value_range=tuple(config.input_range), outputs=config.outputs))
+    key = (spec, *(os.path.getmtime(f) if f and os.path.exists(f) else None for f in files), repr(torch_options))
     if key not in _CLASSIFIER_CACHE:
-        _CLASSIFIER_CACHE[key] = load_classifier(spec)
+        _CLASSIFIER_CACHE[key] = load_classifier(spec, **torch_options)
     return _CLASSIFIER_CACHE[key]
 
 
@@ -202,7 +210,7 @@ def build_experiment(config: RunConfig, classifier: Classifier | None = None) ->
       classifier: use this network instead of loading ``config.classifier``.
     """
     config.validate()
-    classifier = classifier or _load_classifier(config.classifier)
+    classifier = classifier or _load_classifier(config)
     key = (classifier, config.static_key())
     if key in _STATIC_CACHE:
         cells, encoding, engine, variation_cls = _STATIC_CACHE[key]

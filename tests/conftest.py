@@ -14,7 +14,9 @@ import time
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_MNIST = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
+# The documented fallback; JAXFOOL_TEST_SHARED_MNIST moves it (the no-MNIST check points it nowhere).
+SHARED_MNIST = os.environ.get("JAXFOOL_TEST_SHARED_MNIST", os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist"))
+MNIST_SKIP = "MNIST not found: set JAXFOOL_DATA to the IDX directory (e.g. ../shared/data/mnist)"
 
 
 def _mnist_dir() -> str | None:
@@ -28,8 +30,19 @@ def _mnist_dir() -> str | None:
 def mnist_dir() -> str:
     found = _mnist_dir()
     if found is None:
-        pytest.skip("MNIST not found: set JAXFOOL_DATA to the IDX directory (e.g. ../shared/data/mnist)")
+        pytest.skip(MNIST_SKIP)
     return found
+
+
+def pytest_collection_modifyitems(items):
+    """Marks every test that asks for MNIST (``-m mnist`` selects them: the no-MNIST check),
+    and skips them all up front where there is none, before any costly fixture of theirs runs."""
+    missing = _mnist_dir() is None
+    for item in items:
+        if "mnist_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.mnist)
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=MNIST_SKIP))
 
 
 @pytest.fixture(scope="session")

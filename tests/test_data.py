@@ -106,3 +106,23 @@ def test_tfds_fallback(monkeypatch):
 def test_unknown_split(idx_dir):
     with pytest.raises(DataError, match="unknown MNIST split"):
         load_mnist("validation", str(idx_dir))
+
+
+@pytest.mark.slow
+def test_data_tests_skip_where_there_is_no_mnist(tmp_path):
+    """What a newcomer without MNIST runs (issue 28): every test that reads MNIST skips with the
+    one message, none fails, and at least one such test exists to be skipped."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    env = {k: v for k, v in os.environ.items() if k != "JAXFOOL_DATA"}
+    env.update(JAXFOOL_TEST_SHARED_MNIST=str(tmp_path / "no-shared"), HOME=str(tmp_path), TFDS_DATA_DIR=str(tmp_path / "tfds"))
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "mnist", "-q", "-rs", "-p", "no:cacheprovider", "tests"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    tail = proc.stdout.strip().splitlines()[-1]
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "skipped" in tail and "passed" not in tail and "failed" not in tail and "error" not in tail, tail
+    assert int(tail.split(" skipped")[0].split()[-1]) >= 8
+    assert "MNIST not found: set JAXFOOL_DATA" in proc.stdout

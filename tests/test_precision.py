@@ -13,8 +13,8 @@ from jaxfool import pictures
 from jaxfool.data import load_mnist
 
 
-def test_bfloat16_forward_runs_in_bfloat16_and_stays_close(lenet):
-    images = load_mnist("test").images[:256]
+def test_bfloat16_forward_runs_in_bfloat16_and_stays_close(lenet, mnist_dir):
+    images = load_mnist("test", mnist_dir).images[:256]
     jaxpr = str(jax.make_jaxpr(lambda p, x: lenet.log_probs(p, x, "bfloat16"))(lenet.params, images))
     assert "bf16[256,24,24,20] = conv_general_dilated" in jaxpr  # the network itself runs in bf16
     full, half = (np.asarray(jax.jit(lenet.log_probs, static_argnums=2)(lenet.params, images, d)) for d in ("float32", "bfloat16"))

@@ -4,11 +4,14 @@ from jaxfool.models.checkpoint import load_checkpoint, read_checkpoint, save_che
 from jaxfool.models.classifier import Classifier, check_classifier
 from jaxfool.models.lenet import LeNet, init_lenet
 from jaxfool.models.registry import ARCHITECTURES, available, load_classifier, register
+from jaxfool.models.torch_bridge import TorchInput, from_torch
 
 __all__ = [
     "ARCHITECTURES",
     "Classifier",
     "check_classifier",
+    "from_torch",
+    "TorchInput",
     "LeNet",
     "available",
     "init_lenet",

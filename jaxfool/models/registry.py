@@ -93,8 +93,15 @@ def _from_import_path(spec: str) -> Classifier:
     )
 
 
-def load_classifier(spec: str) -> Classifier:
-    """Loads a classifier by registered name, checkpoint path or ``module:factory`` path."""
+def load_classifier(spec: str, **torch_options) -> Classifier:
+    """Loads a classifier by registered name, checkpoint path, ``module:factory`` path, or a
+    PyTorch model (``torch:FILE.pt2``, ``torch:FILE.py:FACTORY``; ``torch_options`` are
+    :func:`~jaxfool.models.torch_bridge.load_torch_classifier`'s ``weights``, ``input_shape``
+    and ``conventions``)."""
+    if spec.startswith("torch:"):
+        from jaxfool.models.torch_bridge import load_torch_classifier
+
+        return load_torch_classifier(spec, **torch_options)
     if spec in _FACTORIES:
         return _FACTORIES[spec]()
     if spec.endswith(SUFFIX) or os.path.exists(spec + SUFFIX):
@@ -103,5 +110,5 @@ def load_classifier(spec: str) -> Classifier:
         return _from_import_path(spec)
     raise ClassifierError(
         f"unknown classifier {spec!r}; registered: {', '.join(available())} "
-        f"(or give a checkpoint path ending in {SUFFIX}, or module:factory)"
+        f"(or give a checkpoint path ending in {SUFFIX}, module:factory, torch:FILE.pt2 or torch:FILE.py:FACTORY)"
     )

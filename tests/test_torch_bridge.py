@@ -1,0 +1,331 @@
+"""PyTorch classifiers through the torchax bridge (the ``torch`` extra): parity with torch eager,
+the transformations the engine applies, fooling from Python and the command line, and one-line
+errors. Skipped where the extra is not installed."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import run_script
+from jaxfool import pictures
+from jaxfool.errors import ClassifierError, ConfigError
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("torchax")
+nn = torch.nn
+pytestmark = pytest.mark.torch
+
+from jaxfool.models import TorchInput, from_torch  # noqa: E402
+
+MNIST_NORM = TorchInput(mean=(0.1307,), std=(0.3081,))
+LENET5_FILE = '''
+import torch.nn as nn
+
+
+def lenet5():
+    """pyribs's fooling-MNIST tutorial network (it ends in LogSoftmax)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 6, 5), nn.MaxPool2d(2), nn.ReLU(), nn.Conv2d(6, 16, 5), nn.MaxPool2d(2), nn.ReLU(),
+        nn.Flatten(), nn.Linear(256, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10), nn.LogSoftmax(dim=1))
+'''
+
+
+def _lenet5_factory(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("lenet5")
+    (folder / "lenet5.py").write_text(LENET5_FILE)
+    sys.path.insert(0, str(folder))
+    try:
+        import lenet5
+    finally:
+        sys.path.remove(str(folder))
+    return folder / "lenet5.py", lenet5.lenet5
+
+
+def _eager(module, images: np.ndarray, conventions: TorchInput = MNIST_NORM) -> np.ndarray:
+    """torch eager on NHWC images in [0, 1], normalised as ``conventions`` say."""
+    x = torch.from_numpy(np.ascontiguousarray(np.transpose(images, (0, 3, 1, 2))))
+    low, high = conventions.value_range
+    x = low + (high - low) * x
+    if conventions.mean:
+        x = (x - torch.tensor(conventions.mean)[:, None, None]) / torch.tensor(conventions.std)[:, None, None]
+    with torch.no_grad():
+        return module.eval()(x).numpy()
+
+
+@pytest.fixture(scope="module")
+def trained_lenet5(mnist_dir, tmp_path_factory):
+    """(module, factory file, state-dict file, test images): a LeNet-5 of pyribs's design,
+    trained here for one pass over the 60 000 MNIST training images (about 10 s)."""
+    from jaxfool.data import load_mnist
+
+    path, factory = _lenet5_factory(tmp_path_factory)
+    torch.manual_seed(0)
+    net = factory()
+    train = load_mnist("train", mnist_dir)
+    x = torch.from_numpy(np.transpose(train.images, (0, 3, 1, 2)).copy())
+    x = (x - 0.1307) / 0.3081
+    y = torch.from_numpy(train.labels.astype(np.int64))
+    opt = torch.optim.Adam(net.parameters(), 2e-3)
+    for i in range(0, len(x), 64):
+        opt.zero_grad()
+        nn.functional.nll_loss(net(x[i:i + 64]), y[i:i + 64]).backward()
+        opt.step()
+    net.eval()
+    weights = path.parent / "lenet5.pth"
+    torch.save(net.state_dict(), weights)
+    test = load_mnist("test", mnist_dir)
+    accuracy = (_eager(net, test.images[:1000]).argmax(1) == test.labels[:1000]).mean()
+    assert accuracy > 0.9, accuracy
+    return net, path, weights, test.images[:256]
+
+
+def test_lenet5_logits_equal_torch_eager(trained_lenet5):
+    net, _, _, images = trained_lenet5
+    clf = from_torch(net, input_shape=(1, 28, 28), conventions=MNIST_NORM)
+    assert clf.info["outputs"] == "log_probs" and clf.input_shape == (28, 28, 1) and clf.num_classes == 10
+    ours = np.asarray(jax.jit(clf.apply_fn)(clf.params, images))
+    np.testing.assert_allclose(ours, _eager(net, images), atol=1e-4)
+    # Weights are arguments of the compiled program, never constants baked into it.
+    jaxpr = jax.make_jaxpr(clf.apply_fn)(clf.params, images[:2])
+    assert not [c for c in jaxpr.consts if getattr(c, "size", 0) >= 150], [getattr(c, "shape", c) for c in jaxpr.consts]
+    changed = jax.tree.map(lambda p: p * 0, clf.params)
+    assert not np.allclose(np.asarray(clf.apply_fn(changed, images[:4])), ours[:4])
+
+
+def test_vmap_grad_and_bfloat16_behave_as_for_our_networks(trained_lenet5):
+    net, _, _, images = trained_lenet5
+    clf = from_torch(net, input_shape=(1, 28, 28), conventions=MNIST_NORM)
+    per_lane = jax.jit(jax.vmap(clf.log_probs, in_axes=(None, 0)))(clf.params, images[:64].reshape(4, 16, 28, 28, 1))
+    np.testing.assert_allclose(np.asarray(per_lane).reshape(64, 10), np.asarray(clf.log_probs(clf.params, images[:64])), atol=1e-5)
+    # The gradient of a class's log-probability equals torch autograd's, through the normalisation.
+    grad = jax.jit(jax.grad(lambda x: clf.log_probs(clf.params, x)[:, 3].sum()))(images[:8])
+    x = torch.from_numpy(np.transpose(images[:8], (0, 3, 1, 2)).copy()).requires_grad_()
+    net((x - 0.1307) / 0.3081)[:, 3].sum().backward()
+    np.testing.assert_allclose(np.asarray(grad), np.transpose(x.grad.numpy(), (0, 2, 3, 1)), atol=1e-5)
+    half = jax.jit(clf.log_probs, static_argnums=2)(clf.params, images, "bfloat16")
+    jaxpr = str(jax.make_jaxpr(lambda p, x: clf.log_probs(p, x, "bfloat16"))(clf.params, images[:2]))
+    assert "bf16[2,6,24,24] = conv_general_dilated" in jaxpr  # the module itself runs in bf16
+    full = np.asarray(clf.log_probs(clf.params, images))
+    assert np.asarray(half).dtype == np.float32 and (np.asarray(half).argmax(1) == full.argmax(1)).mean() > 0.97
+
+
+def test_fool_takes_a_torch_module_and_torch_agrees_on_the_saved_elites(trained_lenet5, tmp_path):
+    import jaxfool
+
+    net, _, _, _ = trained_lenet5
+    result = jaxfool.fool(net, image_shape=(28, 28, 1), input_mean=(0.1307,), input_std=(0.3081,), generations=400,
+                          out_dir=str(tmp_path / "run"))
+    assert result.all_fooled, result.best_confidence
+    again = []
+    for c, name in enumerate(result.class_names):
+        image = pictures.load_png(str(tmp_path / "run" / "elites" / f"{c}_{name}.png"), channels=1)
+        again.append(math.exp(_eager(net, image[None])[0, c]))
+    np.testing.assert_allclose(again, result.best_confidence, rtol=1e-4)
+    assert min(again) >= 0.9999
+
+
+def test_an_exported_program_is_fooled_from_the_command_line(trained_lenet5, tmp_path):
+    net, _, _, images = trained_lenet5
+    program = torch.export.export(net, (torch.zeros(1, 1, 28, 28),))  # a fixed batch of 1: run one image at a time
+    path = tmp_path / "lenet5.pt2"
+    torch.export.save(program, str(path))
+    clf = from_torch(torch.export.load(str(path)), conventions=MNIST_NORM)
+    assert clf.input_shape == (28, 28, 1) and clf.num_classes == 10 and clf.info["outputs"] == "log_probs"
+    np.testing.assert_allclose(np.asarray(jax.jit(clf.apply_fn)(clf.params, images)), _eager(net, images), atol=1e-4)
+    out = tmp_path / "run"
+    proc = run_script("run.py", "--classifier", f"torch:{path}", "--input-mean", "0.1307", "--input-std", "0.3081",
+                      "--generations", "400", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seed = json.loads((out / "summary.json").read_text())["seeds"][0]
+    assert seed["classes_fooled"] == 10, seed
+    again = [math.exp(_eager(net, pictures.load_png(str(out / "elites" / f"{c}_{c}.png"), channels=1)[None])[0, c]) for c in range(10)]
+    np.testing.assert_allclose(again, seed["best_confidence"], rtol=1e-4)
+
+
+def test_a_dynamic_batch_program_runs_batched(trained_lenet5, tmp_path):
+    net, _, _, images = trained_lenet5
+    batch = torch.export.Dim("batch", min=2, max=4096)
+    program = torch.export.export(net, (torch.zeros(4, 1, 28, 28),), dynamic_shapes=({0: batch},))
+    clf = from_torch(program, conventions=MNIST_NORM)
+    jaxpr = str(jax.make_jaxpr(clf.apply_fn)(clf.params, images[:8]))
+    assert "f32[8,6,24,24] = conv_general_dilated" in jaxpr  # the whole batch in one convolution
+    np.testing.assert_allclose(np.asarray(jax.jit(clf.apply_fn)(clf.params, images)), _eager(net, images), atol=1e-4)
+
+
+def test_a_module_from_its_own_file_and_a_state_dict_from_the_command_line(trained_lenet5, tmp_path):
+    net, path, weights, _ = trained_lenet5
+    out = tmp_path / "run"
+    proc = run_script("run.py", "--classifier", f"torch:{path}:lenet5", "--weights", str(weights), "--input-shape", "1,28,28",
+                      "--input-mean", "0.1307", "--input-std", "0.3081", "--generations", "400", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    seed = json.loads((out / "summary.json").read_text())["seeds"][0]
+    assert seed["classes_fooled"] == 10, seed
+    # The state dict really was loaded: the file's module with it equals the trained net, without it not.
+    from jaxfool.models import load_classifier
+
+    images = np.random.default_rng(2).random((8, 28, 28, 1), np.float32)
+    spec, options = f"torch:{path}:lenet5", dict(input_shape=(1, 28, 28), conventions=MNIST_NORM)
+    loaded, fresh = load_classifier(spec, weights=str(weights), **options), load_classifier(spec, **options)
+    np.testing.assert_allclose(np.asarray(loaded.logits(images)), _eager(net, images), atol=1e-4)
+    assert not np.allclose(np.asarray(fresh.logits(images)), _eager(net, images), atol=1e-2)
+
+
+def test_a_state_dict_carrying_code_is_refused_and_never_run(trained_lenet5, tmp_path):
+    _, path, _, _ = trained_lenet5
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"weight": Payload()}, str(evil))
+    proc = run_script("run.py", "--classifier", f"torch:{path}:lenet5", "--weights", str(evil), "--input-shape", "1,28,28",
+                      "--generations", "2", "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and not marker.exists()
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"error: refused {evil}: it holds code"), proc.stderr[-500:]
+
+
+def test_an_unsupported_op_is_named_with_its_module(tmp_path):
+    @torch.library.custom_op("jaxfool_test::wobble", mutates_args=())
+    def wobble(x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @wobble.register_fake
+    def _(x):
+        return torch.empty_like(x)
+
+    class Odd(nn.Module):
+        def forward(self, x):
+            return wobble(x)
+
+    net = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(784, 10), Odd()))
+    with pytest.raises(ClassifierError) as e:
+        from_torch(net, input_shape=(1, 28, 28))
+    message = str(e.value)
+    assert "wobble" in message and "in module '1.1', Odd" in message and "\n" not in message, message
+    program = torch.export.export(net, (torch.zeros(1, 1, 28, 28),))
+    with pytest.raises(ClassifierError) as e:
+        from_torch(program)
+    assert "wobble" in str(e.value) and "'1.1'" in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_outputs_are_declared_or_recognised():
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    images = np.random.default_rng(1).random((16, 28, 28, 1), np.float32)
+    reference = jax.nn.log_softmax(jnp.asarray(_eager(body, images, TorchInput())))
+    for head, outputs in ((nn.Identity(), "logits"), (nn.LogSoftmax(1), "log_probs"), (nn.Softmax(1), "probs")):
+        clf = from_torch(nn.Sequential(body, head), input_shape=(1, 28, 28))
+        assert clf.info["outputs"] == outputs
+        np.testing.assert_allclose(np.asarray(clf.log_probs(clf.params, images)), np.asarray(reference), atol=1e-5)
+    # Declared 0-255 input: the module sees 255 x the image.
+    clf = from_torch(body, input_shape=(1, 28, 28), conventions=TorchInput(value_range=(0.0, 255.0), outputs="logits"))
+    np.testing.assert_allclose(np.asarray(clf.logits(images)), _eager(body, images, TorchInput(value_range=(0.0, 255.0))), atol=1e-3)
+
+
+def test_bad_models_and_inputs_are_one_line(trained_lenet5, tmp_path):
+    net, path, weights, _ = trained_lenet5
+
+    class Wide(nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :20].reshape(-1, 10, 2)
+
+    cases = [
+        (lambda: from_torch(Wide(), input_shape=(1, 28, 28)), "returned shape (4, 10, 2)"),
+        (lambda: from_torch(net, input_shape=(3, 28, 28)), "cannot be lowered to JAX"),
+        (lambda: from_torch(net), "give the input shape"),
+        (lambda: from_torch(net, input_shape=(1, 28, 28), num_classes=5), "returns 10 outputs per image, not num_classes=5"),
+        (lambda: from_torch(net, input_shape=(1, 28, 28), conventions=TorchInput(mean=(0.1, 0.2), std=(1.0, 1.0))), "1 or 1 values"),
+        (lambda: from_torch(net, input_shape=(1, 28, 28), conventions=TorchInput(mean=(0.1,))), "give both or neither"),
+    ]
+    for make, expected in cases:
+        with pytest.raises(ClassifierError) as e:
+            make()
+        assert expected in str(e.value) and "\n" not in str(e.value), str(e.value)
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(b"not a torch file")
+    for args, expected in (
+        (["--classifier", f"torch:{path}:lenet5", "--weights", str(garbage), "--input-shape", "1,28,28"], "cannot read"),
+        (["--classifier", f"torch:{path}:nothing", "--input-shape", "1,28,28"], "has no function 'nothing'"),
+        (["--classifier", f"torch:{tmp_path}/none.pt2"], "no exported program at"),
+        (["--input-mean", "0.5"], "input_mean applies to PyTorch classifiers only"),
+        (["--classifier", f"torch:{path}:lenet5", "--input-shape", "1,28,28", "--outputs", "odds"], "unknown outputs 'odds'"),
+    ):
+        proc = run_script("run.py", *args, "--generations", "2", "--out", str(tmp_path / "x"))
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2 and last.startswith("error: ") and expected in last, proc.stderr[-800:]
+
+
+def test_a_missing_extra_says_how_to_install(monkeypatch):
+    from jaxfool.models import torch_bridge
+
+    monkeypatch.setitem(sys.modules, "torchax", None)  # import torchax now raises ImportError
+    with pytest.raises(ClassifierError, match=r"need the torch extra \(torchax is missing\): pip install -e '\.\[torch\]'"):
+        torch_bridge.require_torch()
+    with pytest.raises(ConfigError, match="applies to PyTorch models only"):
+        import jaxfool
+
+        jaxfool.fool(lambda p, x: x.reshape(len(x), -1)[:, :10], {}, image_shape=(28, 28, 1), num_classes=10, input_mean=(0.5,))
+
+
+def _random_bn(module):
+    """Random running statistics for every batch norm, so eval mode is not the identity."""
+    g = torch.Generator().manual_seed(0)
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+    return module.eval()
+
+
+ZOO = {
+    "torchvision-resnet18": lambda: __import__("torchvision").models.resnet18(num_classes=10),
+    "timm-resnet18": lambda: __import__("timm").create_model("resnet18", num_classes=10),
+    "timm-vit-tiny": lambda: __import__("timm").create_model("vit_tiny_patch16_224", img_size=64, num_classes=10),
+    "timm-convnext-atto": lambda: __import__("timm").create_model("convnext_atto", num_classes=10),
+    "timm-efficientnet-b0": lambda: __import__("timm").create_model("efficientnet_b0", num_classes=10),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_model_zoo_logits_equal_torch_eager(name):
+    """torchvision and timm families (random weights: none ship) at 64 x 64 on 256 images."""
+    if name.startswith("timm"):
+        pytest.importorskip("timm")
+    else:
+        pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    net = _random_bn(ZOO[name]())
+    imagenet = TorchInput(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    clf = from_torch(net, input_shape=(3, 64, 64), conventions=imagenet, name=name)
+    images = np.random.default_rng(0).random((256, 64, 64, 3), np.float32)
+    ours = np.asarray(jax.jit(clf.apply_fn)(clf.params, images))
+    reference = _eager(net, images, imagenet)
+    assert np.abs(ours - reference).max() <= 1e-4 * max(1.0, np.abs(reference).max()), np.abs(ours - reference).max()
+
+
+@pytest.mark.slow
+def test_the_readme_torch_snippet_runs_as_written(mnist_dir, tmp_path):
+    import subprocess
+
+    from conftest import ROOT
+
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    start = readme.index("```python\n", readme.index("<!-- torch-snippet -->")) + 10
+    (tmp_path / "snippet.py").write_text(readme[start : readme.index("```\n", start)])
+    proc = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "JAXFOOL_DATA": mnist_dir, "JAXFOOL_CACHE": "off"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    confidences = proc.stdout[proc.stdout.rindex("[") + 1 : proc.stdout.rindex("]")].split()
+    assert len(confidences) == 10 and all(float(c) >= 0.9999 for c in confidences), proc.stdout
+    assert (tmp_path / "lenet5.pt2").exists() and (tmp_path / "lenet5.pth").exists()
