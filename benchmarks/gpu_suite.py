@@ -10,7 +10,11 @@ archives grown first so CPPN elites have hidden nodes):
    bfloat16 forward pass;
 3. time to fool MNIST (default direct preset and ``mnist-cppn``), compilation included (a fresh
    engine) and excluded (the same run again in this process);
-4. 64 seeds x 4 096 offspring (the default preset) until every seed has fooled every class.
+4. 64 seeds x 4 096 offspring (the default preset) until every seed has fooled every class;
+5. PyTorch models through the bridge (the torch extra; skipped without it): EfficientNet-Lite0
+   with the same weights as section 2 (``efficientnet-lite0-torch``) against our Flax port, and a
+   LeNet-5 ``torch.export`` program (untrained: speed does not depend on the weights), step
+   against forward pass at the LeNet batches.
 
 ``--small`` runs the same sections at toy sizes on any machine, CPU included (a smoke test
 runs it); a full run is sized for about 8 minutes on one H100/H200.
@@ -52,10 +56,33 @@ def many_seeds(seeds: int, batch: int) -> dict:
             "wall_s": round(summary["wall_time_s"], 2), "evals_per_s": round(summary["evals_per_s"] or 0)}
 
 
+def torch_rows(size: dict, timing: dict):
+    """The bridge's rows: Lite0 through torch against our port (same batch, one after the other),
+    and a LeNet-5 program's step against its forward pass."""
+    try:
+        import torch
+        import torchax  # noqa: F401
+    except ImportError as e:
+        yield {"section": "torch", "skipped": f"the torch extra is not installed ({e.name})"}
+        return
+    for batch in size["lite0"]:
+        port = measure("imagenet-direct", batch, score_chunk=0, **timing)
+        bridged = measure("imagenet-direct", batch, score_chunk=0, classifier="efficientnet-lite0-torch", **timing)
+        yield {"section": "torch", "model": "efficientnet-lite0-torch", **bridged,
+               "step_over_port_step": round(bridged["step_evals_per_s"] / port["step_evals_per_s"], 3)}
+    from susceptibility import lenet5
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "lenet5.pt2")
+        torch.export.save(torch.export.export(lenet5().eval(), (torch.zeros(1, 1, 28, 28),)), path)
+        for batch in size["lenet"]:
+            yield {"section": "torch", "model": "lenet5.pt2", **measure(DEFAULT, batch, classifier=f"torch:{path}", **timing)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="toy sizes: a smoke test on any machine")
-    parser.add_argument("--skip", default="", help="comma-separated sections to leave out: lenet, lite0, fool, seeds")
+    parser.add_argument("--skip", default="", help="comma-separated sections to leave out: lenet, lite0, fool, seeds, torch")
     parser.add_argument("--output", default=None, help="also append the JSON lines to this file")
     args = parser.parse_args()
     size, skip = (SMALL if args.small else FULL), set(args.skip.split(","))
@@ -89,6 +116,9 @@ def main() -> None:
             emit({"section": "fool", **first, "run_wall_s_compiled": again["run_wall_s"]})
     if "seeds" not in skip:
         emit(many_seeds(*size["seeds"]))
+    if "torch" not in skip:
+        for row in torch_rows(size, timing):
+            emit(row)
     emit({"section": "done", "wall_s": round(time.perf_counter() - start, 1)})
 
 

@@ -19,6 +19,11 @@ compiled) engine, printing generations/evaluations to 99 % and 99.99 % and wall 
     python benchmarks/throughput.py --presets imagenet-cppn --batches 64 --cells 10,1000 --seeds ''
     python benchmarks/throughput.py --classifier torch:lenet5.pt2 --input-mean 0.1307 --input-std 0.3081 \
         --presets mnist-direct --batches 256 --seeds ''          # a PyTorch model through the bridge
+    python benchmarks/throughput.py --classifier efficientnet-lite0-torch --presets imagenet-direct \
+        --batches 32 --seeds ''     # the same weights through the bridge against our Flax port
+
+``--classifier`` measures each preset with its own classifier and then with the given one, and
+prints the given one's step rate over the preset classifier's (``step_over_preset_classifier_step``).
 
 ``--cells 10,1000`` measures each preset with 10 and with 1000 class cells (the first N
 classes) and prints the step's rate with the most cells over the fewest, and the engine state's
@@ -203,9 +208,15 @@ def main() -> None:
             by_cells = {}
             for n in cells or [None]:
                 classes = {} if n is None else {"classes": tuple(str(i) for i in range(n))}
+                if model:  # the preset's own classifier first, then the given one at the same batch
+                    own = measure(preset, batch, args.generations, args.repeats, args.grow, compute_dtype=args.compute_dtype, **classes)
+                    emit({"preset": preset, "compute_dtype": args.compute_dtype, "classifier": load_preset(preset).classifier, **own})
                 row = measure(preset, batch, args.generations, args.repeats, args.grow, compute_dtype=args.compute_dtype, **classes, **model)
                 by_cells[n] = row
                 emit({"preset": preset, "compute_dtype": args.compute_dtype, **({"classifier": args.classifier} if model else {}), **row})
+                if model:
+                    emit({"preset": preset, "batch": batch, "classifier": args.classifier, "step_over_preset_classifier_step":
+                          round(row["step_evals_per_s"] / own["step_evals_per_s"], 3)})
             steps[preset, batch] = by_cells[cells[0] if cells else None]["step_evals_per_s"]
             if len(cells) > 1:  # the step with the most cells against the fewest, measured one after the other
                 few, many = by_cells[min(cells)], by_cells[max(cells)]

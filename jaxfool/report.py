@@ -215,6 +215,17 @@ def write_report(run_dir: str, path: str | None = None, per_page: int = CLASSES_
     return files[0]
 
 
+def evaluations_cell(row: dict) -> str:
+    """``"12,800 [11,000..inf]; IQM 13,100 (2 censored)"`` from a row of
+    :func:`jaxfool.seed_statistics.seed_table` (inf: beyond the budget)."""
+    median = row["median_evaluations_to_0.9999"]
+    low, high = row["median_evaluations_to_0.9999_ci95"].split("..")
+    fmt = lambda v: "inf" if v in ("inf", None) else f"{float(v):,.0f}"  # noqa: E731
+    censored = f" ({row['seeds_censored']} censored)" if row["seeds_censored"] else ""
+    return (f"{fmt(median) if median is not None else 'not reached'} [{fmt(low)}..{fmt(high)}]; "
+            f"IQM {'>= ' if row['seeds_censored'] else ''}{fmt(row['iqm_evaluations_to_0.9999'])}{censored}")
+
+
 def write_sweep_report(out_dir: str, rows: list[dict], point_dirs: list[str], axes: list[str]) -> str:
     """``sweep.html``: ``sweep.png``, then one row per point: its grid values, seeds fooled,
     generations to 99.99 %, median best confidence, evals/s and its elites (first seed)."""
@@ -227,6 +238,8 @@ def write_sweep_report(out_dir: str, rows: list[dict], point_dirs: list[str], ax
             parts.append(f"<img alt='generations to fool and median confidence per point' src='{_data_uri(f.read())}'>")
     head = "".join(f"<th>{e(a)}</th>" for a in axes)
     parts.append(f"<h2>Points</h2><table><tr>{head}<th>seeds fooled</th><th>median generations to 99.99%</th>"
+                 "<th>evaluations to 99.99% in every class: median [95% CI]; IQM (seeds not done count as censored)</th>"
+                 "<th>classes fooled at 99% / 99.99% (mean over seeds)</th>"
                  "<th>median best confidence</th><th>evals/s</th><th>elites (first seed)</th></tr>")
     for row, d in zip(rows, point_dirs):
         grid = os.path.join(out_dir, d, "elites.png")
@@ -237,6 +250,8 @@ def write_sweep_report(out_dir: str, rows: list[dict], point_dirs: list[str], ax
         rate = row["evals_per_s"]
         parts.append("<tr>" + "".join(f"<td>{e(str(row[a]))}</td>" for a in axes)
                      + f"<td>{row['seeds_fooled']}/{row['seeds']}</td><td>{g if g is not None else 'not fooled'}</td>"
+                     f"<td>{e(evaluations_cell(row))}</td>"
+                     f"<td>{100 * row['share_classes_fooled_0.99']:.0f}% / {100 * row['share_classes_fooled_0.9999']:.0f}%</td>"
                      f"<td>{e(pictures.confidence_label(row['median_best_confidence']))}</td><td>{f'{rate:,.0f}' if rate else '-'}</td>"
                      f"<td class='name'>{img}</td></tr>")
     parts.append("</table></body></html>")

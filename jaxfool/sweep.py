@@ -34,6 +34,7 @@ from jaxfool.distributed import decided_by_main, is_main_process
 from jaxfool.errors import ConfigError
 from jaxfool.presets import load_preset
 from jaxfool.report import write_sweep_report
+from jaxfool.seed_statistics import seed_table
 from jaxfool.tables import median_or_none, write_csv, write_json
 
 
@@ -105,6 +106,7 @@ def summary_row(point: dict[str, Any], summary: dict) -> dict[str, Any]:
         "seeds_fooled": sum(s["classes_fooled"] == len(summary["classes"]) for s in seeds),
         "median_best_confidence": float(np.median(best)),
         "threshold": threshold,
+        **seed_table(summary),
         "evals_per_s": summary["evals_per_s"],
         "wall_time_s": summary["wall_time_s"],
     }
@@ -244,6 +246,7 @@ def _plain(value: Any) -> Any:
 _ROW_FIELDS = {
     "seeds", "median_generations_to_99", "median_generations_to_9999", "min_generations_to_9999",
     "max_generations_to_9999", "seeds_fooled", "median_best_confidence", "threshold", "evals_per_s", "wall_time_s",
+    *seed_table({"seeds": [{"evaluations": 1, "fraction_at_least_0.99": 1.0, "fraction_at_least_0.9999": 1.0}]}),
 }
 
 

@@ -75,6 +75,37 @@ def test_gpu_suite_runs_every_section_small_on_cpu():
     assert len(fool) == 2 and all(r["run_wall_s_compiled"] < r["run_wall_s"] for r in fool)
     (seeds,) = [r for r in rows if r["section"] == "seeds"]
     assert seeds["seeds"] == 2 and seeds["all_fooled"]
+    bridge = [r for r in rows if r["section"] == "torch"]
+    try:
+        import torchax  # noqa: F401
+    except ImportError:
+        assert len(bridge) == 1 and "skipped" in bridge[0]
+    else:
+        lite0_torch, *lenet5 = bridge
+        assert lite0_torch["model"] == "efficientnet-lite0-torch" and lite0_torch["step_over_port_step"] > 0
+        assert [r["batch"] for r in lenet5] == [32, 64] and all(r["ratio"] > 0 for r in lenet5)
+
+
+@pytest.mark.slow
+def test_susceptibility_benchmark_counts_censored_seeds(tmp_path):
+    """Two models, 3 seeds, a budget too small for every seed to finish: the table has one row
+    per model whose statistics agree with its points' summaries, censored seeds included."""
+    out = tmp_path / "s"
+    rows = _bench("susceptibility.py", "--models", "lenet-mnist,mlp-mnist", "--seeds", "3", "--generations", "12",
+                  "--out", str(out), "--quiet")
+    assert [r["model"] for r in rows] == ["lenet-mnist", "mlp-mnist"]
+    for row in rows:
+        summary = json.loads((out / "points" / f"classifier={row['model']}" / "summary.json").read_text())
+        times = [s["evaluations_to_0.9999"] for s in summary["seeds"]]
+        assert row["seeds"] == 3 and row["seeds_censored"] == sum(t is None for t in times)
+        assert row["evaluation_budget"] == summary["evaluation_budget"] == 13 * 200
+        shares = [s["fraction_at_least_0.99"] for s in summary["seeds"]]
+        assert row["share_classes_fooled_0.99"] == round(sum(shares) / 3, 4)
+    assert rows[0]["test_accuracy"] > 0.99 and rows[1]["test_accuracy"] > 0.98  # measured on MNIST's test set
+    assert rows[1]["pgd_accuracy"] < 0.05  # a plainly trained MLP falls to PGD at eps 0.3
+    for name in ("susceptibility.csv", "susceptibility.png", "side_by_side.png", "susceptibility.html", "sweep.csv"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "susceptibility.html").read_text().count("<img") == 4  # the plots and each model's elites
 
 
 @pytest.mark.slow

