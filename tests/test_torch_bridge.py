@@ -378,3 +378,27 @@ def test_efficientnet_lite0_fooled_through_the_bridge_fools_our_port(lite0_pair)
     assert (np.asarray(result.confidence) >= 0.99).all(), result.confidence
     for scores in (np.asarray(jax.nn.softmax(ours.logits(images))), np.asarray(torch.softmax(torch.from_numpy(_eager(module, images, CONVENTIONS)), 1))):
         assert scores[0, cells[0]] >= 0.99 and scores[1, cells[1]] >= 0.99, scores[:, cells]
+
+
+@pytest.mark.parametrize("case", [
+    dict(c=8, k=3, stride=1, padding=1), dict(c=8, k=5, stride=2, padding=2), dict(c=6, k=7, stride=1, padding=3),
+    dict(c=4, k=3, stride=2, padding=0), dict(c=8, k=1, stride=1, padding=0, groups=1, out=5),
+    dict(c=8, k=3, stride=1, padding=1, groups=1, out=5),  # an ordinary convolution: torchax's own lowering
+])
+def test_cpu_convolutions_equal_torchax_lowering_and_its_gradient(case):
+    from torchax.ops import jaten
+
+    from jaxfool.models.torch_lowerings import convolution
+
+    c, k, groups = case["c"], case["k"], case.get("groups", case["c"])
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, c, 11, 13)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(case.get("out", c), c // groups, k, k)), jnp.float32)
+    b = jnp.asarray(rng.normal(size=(w.shape[0],)), jnp.float32)
+    args = ((case["stride"],) * 2, (case["padding"],) * 2, (1, 1), False, (0, 0), groups)
+    ours = lambda x, w: convolution(x, w, b, *args, fallback=jaten._aten_convolution)  # noqa: E731
+    theirs = lambda x, w: jaten._aten_convolution(x, w, b, *args)  # noqa: E731
+    np.testing.assert_allclose(np.asarray(ours(x, w)), np.asarray(theirs(x, w)), atol=1e-4)
+    grads = [jax.grad(lambda x, w, f=f: (f(x, w) ** 2).sum(), argnums=(0, 1))(x, w) for f in (ours, theirs)]
+    for a, b_ in zip(*grads):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b_), rtol=1e-4, atol=1e-3)

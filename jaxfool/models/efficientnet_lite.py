@@ -186,8 +186,9 @@ def _pads(x: jax.Array, kernel: int, stride: int) -> tuple[tuple[int, int], tupl
     return same_padding(x.shape[1], kernel, stride), same_padding(x.shape[2], kernel, stride)
 
 
-def depthwise_shifted(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """Depthwise conv as ``k*k`` shifted multiply-adds: ``[N, H, W, C] * [k, k, C] -> [N, H/s, W/s, C]``.
+def depthwise_shifted(x: jax.Array, kernel: jax.Array, stride: int, pads=None) -> jax.Array:
+    """Depthwise conv as ``k*k`` shifted multiply-adds: ``[N, H, W, C] * [k, k, C] -> [N, H/s, W/s, C]``
+    (``pads``: ``((top, bottom), (left, right))``, default TensorFlow's ``SAME``).
 
     Each kernel tap multiplies a shifted window of the padded input by one ``[C]`` row; XLA
     fuses the windows, products and sum into one elementwise loop, which on CPU is several
@@ -197,8 +198,8 @@ def depthwise_shifted(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array
     CPU vectorises better than stride-2 slices.
     """
     k = kernel.shape[0]
-    (top, bottom), (left, right) = _pads(x, k, stride)
-    oh, ow = -(-x.shape[1] // stride), -(-x.shape[2] // stride)
+    (top, bottom), (left, right) = pads if pads is not None else _pads(x, k, stride)
+    oh, ow = (x.shape[1] + top + bottom - k) // stride + 1, (x.shape[2] + left + right - k) // stride + 1
     # Pad further at the bottom/right up to a multiple of the stride (those pixels are never read).
     hp, wp = x.shape[1] + top + bottom, x.shape[2] + left + right
     bottom += -hp % stride

@@ -77,8 +77,8 @@ def _imagenet_torch(variant: str) -> Callable[[], Classifier]:
     def factory() -> Classifier:
         # The same weights as efficientnet-<variant>-imagenet, in a PyTorch module run through the
         # bridge (the torch extra): to compare the bridge with our port.
-        from jaxfool.models.efficientnet_lite_torch import CONVENTIONS, load_efficientnet_lite_torch
         from jaxfool.models.efficientnet_lite import VARIANTS
+        from jaxfool.models.efficientnet_lite_torch import CONVENTIONS, load_efficientnet_lite_torch
         from jaxfool.models.imagenet import imagenet_class_names
         from jaxfool.models.torch_bridge import from_torch
 

@@ -135,8 +135,10 @@ def from_torch(
     elif isinstance(model, torch.nn.Module):
         if input_shape is None:
             raise ClassifierError(f"{label}: give the input shape of one image as channels,height,width (--input-shape, or input_shape=)")
+        from jaxfool.models.torch_lowerings import environment
+
         model.eval()
-        states, fn = torchax.extract_jax(model)
+        states, fn = torchax.extract_jax(model, env=environment())
         params, call = states, (lambda p, x: fn(p, (x,)))
     else:
         raise ClassifierError(f"{label} is neither a torch.nn.Module nor a torch.export.ExportedProgram")
@@ -288,8 +290,6 @@ def _module_path_tracker(module, input_shape: tuple[int, ...], hooks: contextlib
 
 def _lower_program(program, label: str):
     """``(params, call, (C, H, W), where)`` of an exported program with one image input."""
-    from torchax.export import exported_program_to_jax
-
     signature = program.graph_signature
     inputs = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in signature.user_inputs]
     if len(inputs) != 1 or "val" not in inputs[0].meta or len(inputs[0].meta["val"].shape) != 4:
@@ -298,7 +298,7 @@ def _lower_program(program, label: str):
     if not all(isinstance(d, int) for d in chw):
         raise ClassifierError(f"{label}: the program's image shape must be fixed; it is {list(inputs[0].meta['val'].shape)}")
     try:
-        states, fn = exported_program_to_jax(program)
+        states, fn = _program_to_jax(program)
     except Exception as e:  # noqa: BLE001
         raise ClassifierError(f"{label} cannot be lowered to JAX: {_unsupported_op(program) or _first_line(e)}") from None
 
@@ -318,6 +318,24 @@ def _lower_program(program, label: str):
         return _unsupported_op(program) or _first_line(error)
 
     return states, call, tuple(int(d) for d in chw), where
+
+
+def _program_to_jax(program):
+    """``(states, fn)``: torchax's ``exported_program_to_jax`` with our CPU convolutions
+    (:mod:`jaxfool.models.torch_lowerings`); ``fn(states, (x,))`` returns the outputs."""
+    import torchax
+    from torchax.export import _extract_states_from_exported_program, decompositions
+
+    from jaxfool.models.torch_lowerings import interpreter
+
+    program = program.run_decompositions().run_decompositions(decompositions.DECOMPOSITIONS)
+    _, states = _extract_states_from_exported_program(program)
+    mutations = len(program.graph_signature.buffers_to_mutate)
+
+    def fn(states, inputs):
+        return interpreter(program.graph_module).run(*states, *inputs, enable_io_processing=False)[mutations:]
+
+    return torchax.default_env().t2j_copy(states), fn
 
 
 def load_torch_classifier(spec: str, weights: str = "", input_shape: Sequence[int] = (), conventions: TorchInput = TorchInput()) -> Classifier:
