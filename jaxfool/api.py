@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxfool.config import TORCH_CONVENTIONS
 from jaxfool.errors import ConfigError
 from jaxfool.models.classifier import Classifier, check_classifier
 
@@ -69,9 +70,6 @@ class FoolResult:
         write_run(directory, *self._run, overwrite=overwrite)
         self.run_dir = directory
         return directory
-
-
-TORCH_FIELDS = ("input_mean", "input_std", "input_range", "outputs")
 
 
 def fool(
@@ -176,14 +174,13 @@ def _classifier(model, params, image_shape, num_classes, class_names, config: di
     from ``config``."""
     from jaxfool.models.torch_bridge import TorchInput, from_torch, is_torch_model
 
-    torch_options = {k: config.pop(k) for k in TORCH_FIELDS if k in config}
+    torch_options = {k: config.pop(k) for k in TORCH_CONVENTIONS if k in config}
     if isinstance(model, Classifier) or is_torch_model(model):
         if params is not None:
             raise ConfigError("params are part of the model here: pass params only with a JAX logits_fn")
         if isinstance(model, Classifier):
             return model
-        conventions = TorchInput(mean=tuple(torch_options.get("input_mean", ())), std=tuple(torch_options.get("input_std", ())),
-                                 value_range=tuple(torch_options.get("input_range", (0.0, 1.0))), outputs=torch_options.get("outputs", "auto"))
+        conventions = TorchInput.from_fields(torch_options)
         input_shape = None if image_shape is None else (image_shape[-1], *image_shape[:-1]) if len(image_shape) == 3 else tuple(image_shape)
         return from_torch(model, input_shape=input_shape, num_classes=num_classes, class_names=class_names, conventions=conventions)
     if torch_options:

@@ -35,6 +35,8 @@ ACTIVATIONS = (*PAPER_ACTIVATIONS, "cosine", "tanh", "abs", "square")
 RENDERERS = ("auto", "grouped", "unrolled")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 TORCH_OUTPUTS = ("auto", "logits", "log_probs", "probs")
+# The fields that say how a PyTorch module takes its images and what it returns (TorchInput).
+TORCH_CONVENTIONS = ("input_range", "input_mean", "input_std", "outputs")
 
 
 class JaxfoolError(Exception):
@@ -186,8 +188,7 @@ class RunConfig:
             raise ConfigError(f"unknown activation {(unknown or [''])[0]!r}; choose from {', '.join(ACTIVATIONS)}")
         if self.encoding == "cppn" and self.crossover_rate > 0:
             raise ConfigError("crossover_rate must be 0 with the cppn encoding (the paper's CPPNs had none)")
-        torch_fields = [n for n in ("weights", "input_shape", "input_mean", "input_std", "outputs", "input_range")
-                        if getattr(self, n) != default(n)]
+        torch_fields = [n for n in ("weights", "input_shape", *TORCH_CONVENTIONS) if getattr(self, n) != default(n)]
         if torch_fields and not self.classifier.startswith("torch:"):
             raise ConfigError(f"{torch_fields[0]} applies to PyTorch classifiers only (--classifier torch:FILE.pt2 or torch:FILE.py:FACTORY)")
         if self.outputs not in TORCH_OUTPUTS:

@@ -191,12 +191,12 @@ def _load_classifier(config: RunConfig) -> Classifier:
     files = [spec if os.path.exists(spec) else spec + ".msgpack"]
     torch_options = {}
     if spec.startswith("torch:"):
-        from jaxfool.models.torch_bridge import TorchInput
+        from jaxfool.models.torch_bridge import TorchInput, source_files
 
-        files = [spec[len("torch:"):].rpartition(":")[0] or spec[len("torch:"):], config.weights]
-        torch_options = dict(weights=config.weights, input_shape=config.input_shape, conventions=TorchInput(
-            mean=config.input_mean, std=config.input_std, value_range=tuple(config.input_range), outputs=config.outputs))
-    key = (spec, *(os.path.getmtime(f) if f and os.path.exists(f) else None for f in files), repr(torch_options))
+        files = source_files(spec, config.weights)
+        torch_options = dict(weights=config.weights, input_shape=config.input_shape,
+                             conventions=TorchInput.from_fields(dataclasses.asdict(config)))
+    key = (spec, *(os.path.getmtime(f) if os.path.exists(f) else None for f in files), repr(torch_options))
     if key not in _CLASSIFIER_CACHE:
         _CLASSIFIER_CACHE[key] = load_classifier(spec, **torch_options)
     return _CLASSIFIER_CACHE[key]

@@ -59,10 +59,6 @@ def _interval(values: np.ndarray, statistic, seed: int) -> tuple[float | None, f
     return (low if math.isfinite(low) else None, high if math.isfinite(high) else None)
 
 
-def _median(x, axis=-1):
-    return np.median(x, axis=axis)
-
-
 def _iqm(x, axis=-1):
     return stats.trim_mean(x, 0.25, axis=axis)
 
@@ -90,7 +86,7 @@ def time_stats(times: Sequence[float | None], budgets: Sequence[float], seed: in
         "seeds": len(times),
         "censored": censored,
         "median": median if math.isfinite(median) else None,
-        "median_ci": _interval(as_inf, _median, seed),
+        "median_ci": _interval(as_inf, np.median, seed),
         "iqm": float(_iqm(at_budget)),
         "iqm_is_lower_bound": censored > 0,
         "iqm_ci": _interval(at_budget, _iqm, seed),

@@ -61,9 +61,14 @@ def pgd(apply_fn: Callable, params: Any, images: jax.Array, labels: jax.Array, k
     return jax.lax.stop_gradient(jax.lax.fori_loop(0, steps, step, start))
 
 
-def pgd_accuracy(apply_fn: Callable, params: Any, images: np.ndarray, labels: np.ndarray, eps: float = 0.3, steps: int = 40,
-                 step_size: float = 0.01, seed: int = 0, batch: int = 500) -> float:
-    """Accuracy under :func:`pgd` (Madry et al.'s MNIST evaluation: eps 0.3, 40 steps of 0.01)."""
+# Madry et al.'s MNIST evaluation: the attack every checkpoint's "pgd_accuracy" is measured with.
+PGD_EVALUATION = {"eps": 0.3, "steps": 40, "step_size": 0.01}
+
+
+def pgd_accuracy(apply_fn: Callable, params: Any, images: np.ndarray, labels: np.ndarray, eps: float = PGD_EVALUATION["eps"],
+                 steps: int = PGD_EVALUATION["steps"], step_size: float = PGD_EVALUATION["step_size"], seed: int = 0,
+                 batch: int = 500) -> float:
+    """Accuracy under :func:`pgd` (by default :data:`PGD_EVALUATION`: eps 0.3, 40 steps of 0.01)."""
     attack = jax.jit(lambda p, x, y, k: apply_fn(p, pgd(apply_fn, p, x, y, k, eps, steps, step_size)).argmax(-1) == y)
     keys = jax.random.split(jax.random.key(seed), -(-len(images) // batch))
     hits = [np.asarray(attack(params, jnp.asarray(images[i : i + batch]), jnp.asarray(labels[i : i + batch]), k))
@@ -197,7 +202,7 @@ def train_mnist(
     robust = {}
     if pgd_test:
         robust = {"pgd_accuracy": pgd_accuracy(apply_fn, params, test.images[:pgd_test], test.labels[:pgd_test]),
-                  "pgd_attack": {"eps": 0.3, "steps": 40, "step_size": 0.01, "test_images": pgd_test}}
+                  "pgd_attack": {**PGD_EVALUATION, "test_images": pgd_test}}
     metadata = {
         "architecture": arch,
         **({"hidden": list(module.hidden)} if arch == "mlp" else {}),

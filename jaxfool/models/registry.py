@@ -66,13 +66,6 @@ def _efficientnet_lite_module(meta: dict):
     return EfficientNetLite(variant=meta["variant"], num_classes=int(meta["num_classes"]))
 
 
-# Pretrained ImageNet EfficientNet-Lite (the imagenet extra); its cached checkpoints
-# (architecture "efficientnet-lite0", ...) load by path too.
-for _variant in ("lite0", "lite1", "lite2"):
-    register(f"efficientnet-{_variant}-imagenet", _imagenet(_variant))
-    ARCHITECTURES[f"efficientnet-{_variant}"] = _efficientnet_lite_module
-
-
 def _imagenet_torch(variant: str) -> Callable[[], Classifier]:
     def factory() -> Classifier:
         # The same weights as efficientnet-<variant>-imagenet, in a PyTorch module run through the
@@ -89,8 +82,13 @@ def _imagenet_torch(variant: str) -> Callable[[], Classifier]:
     return factory
 
 
+# Pretrained ImageNet EfficientNet-Lite (the imagenet extra); its cached checkpoints
+# (architecture "efficientnet-lite0", ...) load by path too. "-torch": the same weights in
+# PyTorch through the bridge (the torch extra too).
 for _variant in ("lite0", "lite1", "lite2"):
+    register(f"efficientnet-{_variant}-imagenet", _imagenet(_variant))
     register(f"efficientnet-{_variant}-torch", _imagenet_torch(_variant))
+    ARCHITECTURES[f"efficientnet-{_variant}"] = _efficientnet_lite_module
 
 
 def _from_import_path(spec: str) -> Classifier:

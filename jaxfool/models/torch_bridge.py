@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfool.config import TORCH_OUTPUTS
+from jaxfool.config import TORCH_CONVENTIONS, TORCH_OUTPUTS, default
 from jaxfool.errors import ClassifierError
 from jaxfool.models.classifier import Classifier
 
@@ -39,7 +39,6 @@ from jaxfool.models.classifier import Classifier
 # (``aten.prod.dim_Dimname`` no longer exists).
 PINNED = "torch 2.12.1 with torchax 0.0.13"
 INSTALL = "pip install -e '.[torch]'"
-OUTPUTS = TORCH_OUTPUTS
 PREFIX = "torch:"
 
 
@@ -54,15 +53,23 @@ class TorchInput:
       outputs: ``logits`` | ``log_probs`` | ``probs`` | ``auto`` (recognised from a probe).
     """
 
-    mean: tuple[float, ...] = ()
-    std: tuple[float, ...] = ()
-    value_range: tuple[float, float] = (0.0, 1.0)
-    outputs: str = "auto"
+    mean: tuple[float, ...] = default("input_mean")
+    std: tuple[float, ...] = default("input_std")
+    value_range: tuple[float, float] = default("input_range")
+    outputs: str = default("outputs")
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> TorchInput:
+        """From :class:`~jaxfool.config.RunConfig` fields (``input_mean``, ``input_std``,
+        ``input_range``, ``outputs``; those missing keep their defaults)."""
+        values = {k: fields.get(k, default(k)) for k in TORCH_CONVENTIONS}
+        return cls(mean=tuple(values["input_mean"]), std=tuple(values["input_std"]), value_range=tuple(values["input_range"]),
+                   outputs=values["outputs"])
 
     def check(self, channels: int) -> None:
         """One-line :class:`ClassifierError` for conventions that cannot apply to ``channels``."""
-        if self.outputs not in OUTPUTS:
-            raise ClassifierError(f"unknown outputs {self.outputs!r}; choose one of {', '.join(OUTPUTS)}")
+        if self.outputs not in TORCH_OUTPUTS:
+            raise ClassifierError(f"unknown outputs {self.outputs!r}; choose one of {', '.join(TORCH_OUTPUTS)}")
         if len(self.value_range) != 2 or not self.value_range[0] < self.value_range[1]:
             raise ClassifierError(f"input_range must be two numbers low,high with low < high, got {self.value_range}")
         if bool(self.mean) != bool(self.std):
@@ -152,15 +159,15 @@ def from_torch(
         if isinstance(model, torch.nn.Module):
             where = _module_path_tracker(model, input_shape, hooks)
         out = _probe(apply_fn, params, (height, width, channels), conventions, label, where)
-    if out.ndim != 2:
-        raise ClassifierError(f"{label} returned shape {tuple(out.shape)} for {len(out)} images; expected logits [batch, classes]")
+    if len(out.shape) != 2:
+        raise ClassifierError(f"{label} returned shape {tuple(out.shape)} for {out.shape[0]} images; expected logits [batch, classes]")
     found = int(out.shape[1])
     if num_classes is not None and int(num_classes) != found:
         raise ClassifierError(f"{label} returns {found} outputs per image, not num_classes={num_classes}")
     names = tuple(str(c) for c in class_names) if class_names is not None else tuple(str(i) for i in range(found))
     if len(names) != found:
         raise ClassifierError(f"{label}: {len(names)} class names for {found} outputs")
-    outputs = conventions.outputs if conventions.outputs != "auto" else recognise_outputs(out)
+    outputs = conventions.outputs if conventions.outputs != "auto" else recognise_outputs(np.asarray(out))
     if outputs != conventions.outputs:
         apply_fn = _apply_fn(call, dataclasses.replace(conventions, outputs=outputs))
     params = jax.device_put(params)  # once; the engine passes them to every chunk as arguments
@@ -214,13 +221,15 @@ def _apply_fn(call: Callable, conventions: TorchInput) -> Callable:
     return apply_fn
 
 
-def _probe(apply_fn, params, image_shape, conventions: TorchInput, label: str, where: Callable[[Exception], str]) -> np.ndarray:
-    """Runs the lowered module on 4 random images (and, abstractly, under ``vmap`` over two
-    lanes): returns its output; one line naming the failing op and module if it fails."""
+def _probe(apply_fn, params, image_shape, conventions: TorchInput, label: str, where: Callable[[Exception], str]):
+    """Traces the lowered module on 4 random images (and under ``vmap`` over two lanes); runs
+    it only where its outputs are to be recognised (``outputs="auto"``: the values are needed,
+    and compiling costs seconds for a large network). Returns its output (an array, or its
+    shape and dtype); one line naming the failing op and module if it fails."""
     low, high = conventions.value_range
     images = low + (high - low) * np.random.default_rng(0).random((4, *image_shape), np.float32)
     try:
-        out = jax.jit(apply_fn)(params, images)
+        out = jax.jit(apply_fn)(params, images) if conventions.outputs == "auto" else jax.eval_shape(apply_fn, params, images)
     except ClassifierError:
         raise
     except Exception as e:  # noqa: BLE001 - any failure is the module's, named in one line
@@ -231,7 +240,7 @@ def _probe(apply_fn, params, image_shape, conventions: TorchInput, label: str, w
         jax.eval_shape(jax.vmap(apply_fn, in_axes=(None, 0)), params, jax.ShapeDtypeStruct((2, *images.shape), jnp.float32))
     except Exception as e:  # noqa: BLE001
         raise ClassifierError(f"{label} fails under jax.vmap, which every run uses over seeds and sweep points: {_first_line(e)}") from None
-    return np.asarray(out)
+    return out
 
 
 def _first_line(e: Exception) -> str:
@@ -308,8 +317,7 @@ def _lower_program(program, label: str):
                                   "or a dynamic one (dynamic_shapes with torch.export.Dim)")
 
         def call(params, x):
-            out = jax.vmap(lambda image: fn(params, (image[None],))[0][0])(x)
-            return out
+            return jax.vmap(lambda image: fn(params, (image[None],))[0][0])(x)
     else:
         def call(params, x):
             return fn(params, (x,))[0]
@@ -332,18 +340,34 @@ def _program_to_jax(program):
     _, states = _extract_states_from_exported_program(program)
     mutations = len(program.graph_signature.buffers_to_mutate)
 
+    graph = interpreter(program.graph_module)
+
     def fn(states, inputs):
-        return interpreter(program.graph_module).run(*states, *inputs, enable_io_processing=False)[mutations:]
+        return graph.run(*states, *inputs, enable_io_processing=False)[mutations:]
 
     return torchax.default_env().t2j_copy(states), fn
+
+
+def _target(spec: str) -> tuple[str, str]:
+    """``torch:FILE.pt2`` -> ``(FILE.pt2, "")``; ``torch:FILE.py:FACTORY`` -> ``(FILE.py, FACTORY)``."""
+    target = spec[len(PREFIX):]
+    if target.endswith(".pt2"):
+        return target, ""
+    path, _, factory = target.rpartition(":")
+    return path, factory
+
+
+def source_files(spec: str, weights: str = "") -> list[str]:
+    """The files a ``torch:`` classifier is read from (a cache keys on their versions)."""
+    return [_target(spec)[0], *([weights] if weights else [])]
 
 
 def load_torch_classifier(spec: str, weights: str = "", input_shape: Sequence[int] = (), conventions: TorchInput = TorchInput()) -> Classifier:
     """``torch:FILE.pt2`` (an exported program) or ``torch:FILE.py:FACTORY`` (a module built by
     the user's code, with ``weights``: a state dict read with ``weights_only=True``)."""
     torch, _ = require_torch()
-    target = spec[len(PREFIX):]
-    if target.endswith(".pt2"):
+    target, factory_name = _target(spec)
+    if not factory_name:
         if weights:
             raise ClassifierError(f"--weights is for torch:FILE.py:FACTORY; {target} carries its own weights")
         if not os.path.isfile(target):
@@ -353,8 +377,8 @@ def load_torch_classifier(spec: str, weights: str = "", input_shape: Sequence[in
         except Exception as e:  # noqa: BLE001 - a damaged or foreign file
             raise ClassifierError(f"cannot read {target} as a torch.export program: {_first_line(e)}") from None
         return from_torch(program, input_shape=tuple(input_shape) or None, conventions=conventions, name=os.path.basename(target))
-    path, _, factory_name = target.rpartition(":")
-    if not path.endswith(".py") or not factory_name:
+    path = target
+    if not path.endswith(".py"):
         raise ClassifierError(f"torch classifier {spec!r}: give torch:FILE.pt2 or torch:FILE.py:FACTORY")
     module = _build(path, factory_name, torch)
     if weights:
@@ -388,7 +412,7 @@ def _load_state_dict(module, weights: str, torch) -> None:
     if not os.path.isfile(weights):
         raise ClassifierError(f"no weights file at {weights}")
     try:
-        with contextlib.redirect_stderr(open(os.devnull, "w")):
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
             state = torch.load(weights, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         if "global" not in str(e).lower():  # no forbidden GLOBAL: damaged, or not a pickle at all: say what the unpickler saw
