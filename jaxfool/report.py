@@ -215,15 +215,17 @@ def write_report(run_dir: str, path: str | None = None, per_page: int = CLASSES_
     return files[0]
 
 
-def evaluations_cell(row: dict) -> str:
+def evaluations_cell(row: dict, level: str = "0.9999") -> str:
     """``"12,800 [11,000..inf]; IQM 13,100 (2 censored)"`` from a row of
-    :func:`jaxfool.seed_statistics.seed_table` (inf: beyond the budget)."""
-    median = row["median_evaluations_to_0.9999"]
-    low, high = row["median_evaluations_to_0.9999_ci95"].split("..")
+    :func:`jaxfool.seed_statistics.seed_table` at confidence ``level`` (inf: beyond the budget;
+    the row's censored count for 0.99 is ``seeds_censored_0.99``)."""
+    median = row[f"median_evaluations_to_{level}"]
+    low, high = row[f"median_evaluations_to_{level}_ci95"].split("..")
+    censored_seeds = row["seeds_censored" if level == "0.9999" else f"seeds_censored_{level}"]
     fmt = lambda v: "inf" if v in ("inf", None) else f"{float(v):,.0f}"  # noqa: E731
-    censored = f" ({row['seeds_censored']} censored)" if row["seeds_censored"] else ""
+    censored = f" ({censored_seeds} censored)" if censored_seeds else ""
     return (f"{fmt(median) if median is not None else 'not reached'} [{fmt(low)}..{fmt(high)}]; "
-            f"IQM {'>= ' if row['seeds_censored'] else ''}{fmt(row['iqm_evaluations_to_0.9999'])}{censored}")
+            f"IQM {'>= ' if censored_seeds else ''}{fmt(row[f'iqm_evaluations_to_{level}'])}{censored}")
 
 
 def write_sweep_report(out_dir: str, rows: list[dict], point_dirs: list[str], axes: list[str]) -> str:

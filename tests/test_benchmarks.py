@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import run_script
@@ -101,6 +102,10 @@ def test_susceptibility_benchmark_counts_censored_seeds(tmp_path):
         assert row["evaluation_budget"] == summary["evaluation_budget"] == 13 * 200
         shares = [s["fraction_at_least_0.99"] for s in summary["seeds"]]
         assert row["share_classes_fooled_0.99"] == round(sum(shares) / 3, 4)
+        to_99 = [s["evaluations_to_0.99"] for s in summary["seeds"]]  # the same statistics at 99 %
+        assert row["seeds_censored_0.99"] == sum(t is None for t in to_99)
+        if None not in to_99:
+            assert row["median_evaluations_to_0.99"] == np.median(to_99)
     assert rows[0]["test_accuracy"] > 0.99 and rows[1]["test_accuracy"] > 0.98  # measured on MNIST's test set
     assert rows[1]["pgd_accuracy"] < 0.05  # a plainly trained MLP falls to PGD at eps 0.3
     for name in ("susceptibility.csv", "susceptibility.png", "side_by_side.png", "susceptibility.html", "sweep.csv"):
