@@ -40,7 +40,6 @@ import numpy as np
 from jaxfool.config import TORCH_CONVENTIONS, TORCH_OUTPUTS, default
 from jaxfool.errors import ClassifierError
 from jaxfool.models.classifier import Classifier
-from jaxfool.models.torch_lowerings import channels_last
 
 # The pair the extra pins: torchax 0.0.13 fails at import with torch 2.13 and 2.14
 # (``aten.prod.dim_Dimname`` no longer exists).
@@ -332,6 +331,8 @@ def _lower_program(program, label: str):
     batch, *chw = inputs[0].meta["val"].shape
     if not all(isinstance(d, int) for d in chw):
         raise ClassifierError(f"{label}: the program's image shape must be fixed; it is {list(inputs[0].meta['val'].shape)}")
+    from jaxfool.models.torch_lowerings import channels_last  # (imports our EfficientNet kernels: not at registry import)
+
     try:
         states, fn = _program_to_jax(program)
     except Exception as e:  # noqa: BLE001

@@ -241,7 +241,7 @@ def _broadcast_last(value):
     NHWC-broadcastable (``[C, 1, 1]`` -> ``[1, 1, 1, C]``); scalars stay."""
     if isinstance(value, _Last):
         return value.array
-    if isinstance(value, jax.Array) and 1 <= value.ndim <= 4:
+    if isinstance(value, (jax.Array, np.ndarray)) and 1 <= value.ndim <= 4:
         return jnp.transpose(value.reshape((1,) * (4 - value.ndim) + value.shape), _TO_LAST)
     return value
 
@@ -345,7 +345,7 @@ def interpreter(graph_module, n_states: int):
                     return out
             if held:
                 pointwise = isinstance(target, torch._ops.OpOverload) and torch.Tag.pointwise in target.tags
-                if pointwise and all(not isinstance(v, jax.Array) or v.ndim <= 4 for v in leaves):
+                if pointwise and all(not isinstance(v, (jax.Array, np.ndarray)) or v.ndim <= 4 for v in leaves):
                     args, kwargs = pytree.tree_map(_broadcast_last, (args, kwargs), is_leaf=is_last)
                     return _Last(super().call_function(target, args, kwargs))
                 args, kwargs = to_first((args, kwargs))
