@@ -453,6 +453,7 @@ def test_channels_last_interpreter_equals_torch_eager_and_autograd():
     assert len(jax.tree.leaves(clf.params["prepared"])) == 2 * 7  # kernel and bias of 7 convolutions (pw runs twice)
 
 
+@pytest.mark.slow
 def test_lite_runs_channels_last_from_input_to_pooling(lite0_pair):
     """EfficientNet-Lite0 through the bridge: no transpose of activations anywhere (each would be
     a copy of a whole feature map), as in our Flax port."""
