@@ -165,7 +165,7 @@ def _handlers(aten):
         return _Last(jnp.pad(x.array, ((0, 0), (top, bottom), (left, right), (0, 0)), constant_values=value))
 
     def batch_norm(ip, node, x, weight, bias, mean, var, momentum, eps):
-        if node.name in ip.prepared:  # folded into the convolution before it
+        if node.name in ip.plan.folded:  # folded into the convolution before it
             return x, None, None
         if not isinstance(x, _Last):
             return NotImplemented
@@ -286,12 +286,13 @@ class Plan:
                 left, right, top, bottom = padded
                 self.pads[node.name] = ((top + padding[0], bottom + padding[0]), (left + padding[1], right + padding[1]))
                 self.lazy_pads.add(x.name)
-        read = {name for name in self.convs} | {c[3].name for c in self.convs.values() if c[3] is not None}
+        self.folded = {bn.name for *_, bn in self.convs.values() if bn is not None}  # batch norms done by their convolution
+        read = set(self.convs) | self.folded
         self.dropped = {i for n, i in self.state_index.items() if n.users and all(u.name in read for u in n.users)}
 
     def prepare(self, states: list) -> dict:
-        """``{"states": [array or None], "prepared": {conv name: (kernel, bias), folded
-        batch-norm name: None}}`` from the graph's state arrays."""
+        """``{"states": [array or None], "prepared": {conv name: (kernel, bias)}}`` from the
+        graph's state arrays."""
         value = lambda n: None if n is None else states[self.state_index[n]]  # noqa: E731
         prepared = {}
         for name, (kind, weight, bias, bn) in self.convs.items():
@@ -301,7 +302,6 @@ class Plan:
                 scale = lax.rsqrt(var + bn.args[6]) * (1.0 if gamma is None else gamma)
                 w = w * scale[:, None, None, None]
                 b = ((0.0 if b is None else b) - mean) * scale + (0.0 if beta is None else beta)
-                prepared[bn.name] = None
             prepared[name] = (conv_kernel(w, kind), b)
         return {"states": [None if i in self.dropped else a for i, a in enumerate(states)], "prepared": prepared}
 
@@ -322,7 +322,7 @@ def interpreter(graph_module, n_states: int):
 
     class Interpreter(JaxInterpreter):
         plan: Plan
-        prepared: dict = {}
+        prepared: dict  # this call's prepared weights (set by call)
 
         def call(self, params: dict, inputs) -> list:
             """The graph's outputs (NCHW) for ``inputs`` (a tuple of arrays)."""
